@@ -1,0 +1,38 @@
+# The two commands of the README:
+#   make demo   - set up .venv and run the whole job on a dataset that is available here
+#   make test   - set up .venv with the test tools and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+DEMO_ARGS ?=
+
+.PHONY: demo test install install-dev browser clean
+
+$(BIN)/cnnlab: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+install: $(BIN)/cnnlab
+
+$(VENV)/.dev-installed: $(BIN)/cnnlab
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install-dev: $(VENV)/.dev-installed
+
+# Web tests drive Debian's Chromium (never a downloaded browser); root on Debian installs it.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: browser tests will be skipped"; }
+
+demo: install
+	@BIN=$(BIN) sh scripts/demo.sh $(DEMO_ARGS)
+
+test: install-dev browser
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

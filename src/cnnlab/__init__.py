@@ -1,0 +1,34 @@
+"""cnnlab: build, train, score and look inside convolutional classifiers of 28x28 grey images.
+
+    import cnnlab
+    config = cnnlab.make_config(dataset="digits", epochs=3)
+    run_dir = cnnlab.run(config)                       # everything, into runs/<name>/
+    model = cnnlab.load_model(run_dir.best_model)
+    fig = cnnlab.plots.learning_curves(run_dir.read_history())
+
+Names are imported on first use, so `import cnnlab` (and `cnnlab --help`) does not wait for Keras.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "config": ["Config", "make_config"],
+    "data": ["Dataset", "load_dataset", "read_idx"],
+    "errors": ["CnnlabError"],
+    "evaluate": ["evaluate", "predict"],
+    "inspection": ["conv_layers", "feature_maps", "filter_images", "load_model", "untrained_kernel"],
+    "model": ["build_model", "summary_text"],
+    "pipeline": ["evaluate_model", "inspect_model", "resume_config", "run", "train_run"],
+    "rundir": ["RunDir"],
+    "train": ["set_seeds", "train"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE) + ["plots"]
+
+
+def __getattr__(name):
+    if name == "plots":
+        return importlib.import_module(".plots", __name__)
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")

@@ -1,0 +1,193 @@
+"""The `cnnlab` command: a thin shell over the Python API (cnnlab.pipeline and friends).
+
+Errors a user can fix print one line and exit with status 2; Ctrl-C during training exits with 130
+after saying how to resume.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the useful output
+
+from .config import DATASETS, FIELDS, RECIPES  # noqa: E402  (light imports only: --help must be instant)
+from .errors import CnnlabError  # noqa: E402
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def add_training_options(p):
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, help="mnist (default), fashion_mnist, or digits (offline, small)")
+    g.add_argument("--data-dir", metavar="DIR", help="folder with the four IDX files (.gz or raw); "
+                   "default: $CNNLAB_DATA_DIR, Keras's cache, Debian's dataset package, then download")
+    g.add_argument("--validation-split", type=float, metavar="F", help="share of the training set held out (0.2)")
+    g.add_argument("--limit-train", type=int, metavar="N", help="use only N training images (quick trials)")
+    g = p.add_argument_group("model (defaults: the seed network)")
+    g.add_argument("--conv-filters", metavar="N,N,...", help="filters of each conv block, >= 2 blocks (32,64)")
+    g.add_argument("--kernel-size", type=int, metavar="K", help="conv kernel size (3)")
+    g.add_argument("--dense-units", metavar="N,...", help="units of each hidden dense layer, >= 1 (100)")
+    g.add_argument("--dropout", type=float, metavar="P", help="dropout after each dense layer, in [0, 1) (0.4)")
+    g = p.add_argument_group("training")
+    g.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings (flags win over it)")
+    g.add_argument("--recipe", choices=list(RECIPES), help="named set of settings (seed)")
+    g.add_argument("--optimizer", help="adam (default), adamw, rmsprop or sgd")
+    g.add_argument("--learning-rate", type=float, metavar="LR", help="(0.001)")
+    g.add_argument("--batch-size", type=int, metavar="N", help="(32)")
+    g.add_argument("--epochs", type=int, metavar="N", help="maximum number of epochs (20)")
+    g.add_argument("--monitor", help="metric for the best model and early stopping: val_loss (default) or val_accuracy")
+    g.add_argument("--patience", type=int, metavar="N", help="epochs without improvement before stopping (2)")
+    g.add_argument("--min-delta", type=float, metavar="D", help="smallest change that counts as improvement (0)")
+    g.add_argument("--seed", type=int, help="random seed for the split, initialisation and shuffling (42)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default="runs", metavar="DIR", help="where run directories go (runs)")
+    g.add_argument("--name", help="run directory name (default: DATASET-RECIPE-TIMESTAMP)")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last completed epoch")
+
+
+def add_model_options(p, what):
+    p.add_argument("model", metavar="MODEL", help=f"saved Keras model to {what}: .keras, or legacy .h5")
+    p.add_argument("--dataset", choices=DATASETS, help="dataset of the test images (default: the run's, else mnist)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's IDX files")
+    p.add_argument("--out", metavar="DIR", help="where figures go (default: MODEL's folder/figures)")
+    p.add_argument("--unsafe", action="store_true",
+                   help="load models whose Lambda layers or custom code run on loading (only files you trust)")
+
+
+def build_parser():
+    parser = Parser(prog="cnnlab", description="Build, train, score and look inside CNN classifiers of 28x28 "
+                    "grey images (MNIST, Fashion-MNIST, your own).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the whole job: train, evaluate on the test set, draw every figure",
+                       description="Train with early stopping, keep the best model, score it on the test set and write "
+                       "figures (learning curves, predictions, filters, feature maps) into runs/NAME/.")
+    add_training_options(p)
+    p = sub.add_parser("train", help="train only: best model, history, validation score, learning curves",
+                       description="Train a model and keep the best one by the validation score (runs/NAME/best.keras).")
+    add_training_options(p)
+
+    p = sub.add_parser("data", help="where a dataset is found (and download it if asked)",
+                       description="Look for a dataset in the usual places and say where it is; with --download, "
+                       "fetch it (checksum-verified) into Keras's cache when it is not found.")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's IDX files")
+    p.add_argument("--download", action="store_true", help="download it when it is not found locally")
+    p.add_argument("--quiet", action="store_true", help="print nothing; the exit status says whether it was found")
+
+    p = sub.add_parser("evaluate", help="test score of a saved model, and its predictions as a figure",
+                       description="Score a saved model on a dataset's test set and draw test images with predicted "
+                       "and true labels.")
+    add_model_options(p, "score")
+
+    p = sub.add_parser("inspect", help="filters and feature maps of a saved model's conv layers",
+                       description="Draw every conv layer's filters (trained beside a fresh, untrained initialisation) "
+                       "and the feature maps of each conv layer for one input image.")
+    add_model_options(p, "look inside")
+    p.add_argument("--index", type=int, default=0, metavar="N", help="test image to feed in (0)")
+    p.add_argument("--pooling", action="store_true", help="also draw the pooling layers' feature maps")
+    return parser
+
+
+def training_config(args):
+    from .config import make_config
+
+    overrides = {name: getattr(args, name, None) for name in FIELDS if name != "recipe"}
+    overrides["recipe"] = args.recipe
+    if args.resume:
+        from .pipeline import resume_config
+
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if set(given) - {"epochs"}:
+            raise CnnlabError(f"--resume continues a run with its own settings; only --epochs may change, "
+                              f"not {', '.join('--' + k.replace('_', '-') for k in sorted(set(given) - {'epochs'}))}")
+        return resume_config(args.resume, **given)
+    return make_config(file=args.config, **overrides)
+
+
+def command_run(args):
+    from . import pipeline
+
+    config = training_config(args)
+    if args.command == "run":
+        pipeline.run(config, args.out, args.name, args.resume)
+    else:
+        run, *_ = pipeline.train_run(config, args.out, args.name, args.resume)
+        print(f"Run directory: {run.path}")
+
+
+def command_data(args):
+    from .data import load_dataset
+
+    data = load_dataset(args.dataset, args.data_dir, allow_download=args.download)
+    if not args.quiet:
+        print(f"{args.dataset}: {data.source} (" + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) + ")")
+
+
+def model_dataset(args):
+    """The dataset to score or feed a model with: the flag, else the run's own, else mnist."""
+    from .config import make_config
+    from .pipeline import load_data
+
+    run_config = Path(args.model).parent / "config.json"
+    if args.dataset is None and run_config.is_file():
+        config = make_config(file=run_config, data_dir=args.data_dir)
+    else:
+        config = make_config(dataset=args.dataset or "mnist", data_dir=args.data_dir)
+    return load_data(config)
+
+
+def command_evaluate(args):
+    from . import files
+    from .inspection import check_image_model, load_model
+    from .pipeline import evaluate_model
+
+    model = check_image_model(load_model(args.model, safe_mode=not args.unsafe), args.model)
+    data = model_dataset(args)
+    out = Path(args.out) if args.out else Path(args.model).parent / "figures"
+    metrics = evaluate_model(model, data, out)
+    files.write_json(out / "evaluation.json", {"model": str(args.model), "dataset": data.name, **metrics})
+    print(f"Figures: {out}")
+
+
+def command_inspect(args):
+    from .inspection import check_image_model, load_model
+    from .pipeline import inspect_model
+
+    model = check_image_model(load_model(args.model, safe_mode=not args.unsafe), args.model)
+    data = model_dataset(args)
+    if not 0 <= args.index < len(data.x_test):
+        raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
+    image, label = data.x_test[args.index], data.class_names[data.y_test[args.index]]
+    out = Path(args.out) if args.out else Path(args.model).parent / "figures"
+    written = inspect_model(model, image, out, f"{data.name} test image {args.index}: {label}", args.pooling)
+    print("\n".join(str(p) for p in written))
+
+
+COMMANDS = {"run": command_run, "train": command_run, "data": command_data, "evaluate": command_evaluate, "inspect": command_inspect}
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except CnnlabError as e:
+        from .train import TrainingInterrupted
+
+        if not getattr(args, "quiet", False):
+            print(f"cnnlab: error: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(e, TrainingInterrupted) else EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OSError, MemoryError) as e:
+        print(f"cnnlab: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0

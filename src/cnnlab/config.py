@@ -1,0 +1,174 @@
+"""One run's settings: defaults are the seed notebook's, a recipe or a config file changes them, flags win.
+
+Every value is validated before any data is read or any model is built, with a message that names the
+field and its allowed range, so a typo costs a second, not a training.
+"""
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+IMAGE_SIZE = 28
+DATASETS = ("mnist", "fashion_mnist", "digits")
+
+# A recipe is a named set of overrides of the seed defaults (issue: training recipes).
+RECIPES = {
+    "seed": {},
+}
+
+
+@dataclass
+class Config:
+    # data
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    validation_split: float = 0.2
+    limit_train: int | None = None  # use only this many training images (quick experiments, tests)
+    # model: one conv block = Conv2D(filters, kernel, relu, same) + MaxPool(2)
+    conv_filters: list[int] = field(default_factory=lambda: [32, 64])
+    kernel_size: int = 3
+    dense_units: list[int] = field(default_factory=lambda: [100])
+    dropout: float = 0.4
+    # training
+    recipe: str = "seed"
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 20
+    monitor: str = "val_loss"
+    patience: int = 2
+    min_delta: float = 0.0
+    restore_best_weights: bool = True
+    seed: int = 42
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
+
+
+def read_config_file(path):
+    """Read a TOML or JSON config file into a dict (a run's own config.json works too)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        if path.suffix == ".json":
+            values = json.loads(text)
+        else:
+            values = tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a table of settings")
+    return values
+
+
+def make_config(file=None, **overrides):
+    """Defaults, then the recipe, then the config file, then the given overrides (None means 'not given')."""
+    values = read_config_file(file) if file else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+    recipe = values.get("recipe", Config.recipe)
+    if recipe not in RECIPES:
+        raise ConfigError(f"recipe must be one of {', '.join(RECIPES)}, not {recipe!r}")
+    merged = {**RECIPES[recipe], **values}
+    return validate(Config(**{k: _coerce(k, v) for k, v in merged.items()}))
+
+
+def _coerce(name, value):
+    """Accept what TOML, JSON and the command line give (e.g. '32,64' for a list)."""
+    kind = _kind(name)
+    if kind is list:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_as_int(name, v) for v in value]
+    if value is None:
+        return None
+    if kind is int:
+        return _as_int(name, value)
+    if kind is bool:
+        return _as_bool(name, value)
+    if kind is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be text, not {value!r}")
+    return value
+
+
+def _kind(name):
+    """The plain type of a Config field: list, int, float, bool or str (Optional unwrapped)."""
+    annotation = FIELDS[name].type
+    if typing.get_origin(annotation) is list:
+        return list
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def _as_int(name, value):
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{name} must be a whole number, not {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def _as_bool(name, value):
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def validate(config: Config) -> Config:
+    def need(ok, message):
+        if not ok:
+            raise ConfigError(message)
+
+    need(config.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, not {config.dataset!r}")
+    need(0 < config.validation_split < 1, f"validation_split must be in (0, 1), not {config.validation_split}")
+    need(config.limit_train is None or config.limit_train >= 20, f"limit_train must be at least 20, not {config.limit_train}")
+    need(len(config.conv_filters) >= 2, f"conv_filters needs at least 2 conv blocks, got {len(config.conv_filters)}")
+    need(all(1 <= f <= 1024 for f in config.conv_filters), f"conv_filters must each be in 1..1024, got {config.conv_filters}")
+    need(len(config.dense_units) >= 1, "dense_units needs at least 1 dense layer, got none")
+    need(all(1 <= u <= 8192 for u in config.dense_units), f"dense_units must each be in 1..8192, got {config.dense_units}")
+    need(0 <= config.dropout < 1, f"dropout must be in [0, 1), not {config.dropout}")
+    need(config.kernel_size >= 1, f"kernel_size must be at least 1, not {config.kernel_size}")
+    # Each block halves the feature map; its conv kernel must fit the map it sees.
+    for block in range(len(config.conv_filters)):
+        size = IMAGE_SIZE >> block
+        need(
+            size >= 2 and config.kernel_size <= size,
+            f"kernel_size {config.kernel_size} is larger than the {size}x{size} feature map of conv block {block + 1}; "
+            f"use a smaller kernel_size or fewer conv blocks (at most 4)",
+        )
+    need(config.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {config.optimizer!r}")
+    need(0 < config.learning_rate <= 10, f"learning_rate must be in (0, 10], not {config.learning_rate}")
+    need(config.batch_size >= 1, f"batch_size must be positive, not {config.batch_size}")
+    need(config.epochs >= 1, f"epochs must be positive, not {config.epochs}")
+    need(config.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}, not {config.monitor!r}")
+    need(config.patience >= 0, f"patience must be 0 or more, not {config.patience}")
+    need(config.min_delta >= 0, f"min_delta must be 0 or more, not {config.min_delta}")
+    need(0 <= config.seed < 2**32, f"seed must be in 0..2**32-1, not {config.seed}")
+    return config

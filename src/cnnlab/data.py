@@ -1,0 +1,300 @@
+"""Datasets as the seed uses them: 28x28 grey images scaled to [0, 1], shape (N, 28, 28, 1), integer labels.
+
+MNIST and Fashion-MNIST come from local files when they exist (a folder you name, Keras's cache,
+Debian's `dataset-fashion-mnist`) and are downloaded, checksum-verified, into Keras's cache otherwise.
+`digits` is scikit-learn's bundled 8x8 digits set, upscaled: always available offline, small and fast.
+"""
+
+import gzip
+import hashlib
+import os
+import socket
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import IMAGE_SIZE
+from .errors import DataError
+
+CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "digits": [str(d) for d in range(10)],
+    "fashion_mnist": [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ],
+}
+
+IDX_FILES = {  # role -> file name stem, as in the original distributions (same for both datasets)
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+# The test-label files are byte-identical in every copy of each dataset, and differ between the two:
+# they tell MNIST from Fashion-MNIST in a folder whose file names are the same for both.
+TEST_LABELS_SHA256 = {
+    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6": "mnist",
+    "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05": "fashion_mnist",
+}
+
+KERAS_MIRROR = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+DOWNLOADS = {  # file name -> SHA-256, the files Keras's own load_data() fetches
+    "mnist": {"mnist.npz": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"},
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+        "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+        "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+        "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+    },
+}
+KERAS_SUBDIR = {"mnist": "", "fashion_mnist": "fashion-mnist"}  # where keras.datasets.*.load_data() caches
+DEBIAN_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+DOWNLOAD_TIMEOUT_S = 30
+
+class WrongDataset(DataError):
+    """The folder holds the other dataset (same file names, different test labels)."""
+
+    def __init__(self, folder, holds, wanted):
+        self.holds = holds
+        super().__init__(f"{folder} holds {holds}, not {wanted}; point --data-dir at the {wanted} files")
+
+
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass
+class Dataset:
+    """Train/validation/test arrays of one dataset, ready for `model.fit`."""
+
+    name: str
+    class_names: list
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+    def sizes(self):
+        return {"train": len(self.x_train), "validation": len(self.x_val), "test": len(self.x_test)}
+
+
+# ---------------------------------------------------------------- IDX files
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or raw), checking magic number, dimensions and length."""
+    path = Path(path)
+    compressed = False
+    try:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open if compressed else open)(path, "rb") as f:
+            return _parse_idx(f, path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an IDX file") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: not a readable {'gzip ' if compressed else ''}IDX file ({e})") from None
+
+
+def _parse_idx(f, path):
+    header = f.read(4)
+    if len(header) < 4 or header[0] != 0 or header[1] != 0 or header[2] not in IDX_TYPES or not 1 <= header[3] <= 4:
+        raise DataError(f"{path}: wrong magic number {header.hex() or '(empty file)'}; not an IDX file")
+    ndim = header[3]
+    dims_bytes = f.read(4 * ndim)
+    if len(dims_bytes) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = tuple(int(d) for d in np.frombuffer(dims_bytes, dtype=">u4"))
+    dtype = np.dtype(IDX_TYPES[header[2]])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if expected > 2**31:
+        raise DataError(f"{path}: IDX header claims {dims}, too large to be an image dataset")
+    data = f.read(expected + 1)  # one byte more tells a too-long file, without reading a gzip bomb to the end
+    if len(data) != expected:
+        problem = "truncated" if len(data) < expected else "longer than its header says"
+        raise DataError(f"{path}: {problem}: header says {dims} ({expected} bytes of data), file has {'more' if len(data) > expected else len(data)}")
+    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _find_idx(folder, role):
+    for suffix in (".gz", ""):
+        candidate = Path(folder) / (IDX_FILES[role] + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _load_idx_folder(folder, name):
+    """Load the four IDX files from `folder`, or return None when they are not all there."""
+    paths = {role: _find_idx(folder, role) for role in IDX_FILES}
+    if not all(paths.values()):
+        return None
+    if paths["y_test"].suffix == ".gz":
+        identified = TEST_LABELS_SHA256.get(_sha256(paths["y_test"]))
+        if identified and identified != name:
+            raise WrongDataset(folder, identified, name)
+    arrays = {role: read_idx(p) for role, p in paths.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{folder}: {split} images {x.shape} and labels {y.shape} do not form a 28x28 dataset")
+    return arrays
+
+
+def _load_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {role: f[role] for role in IDX_FILES}
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"{path}: not a usable mnist.npz ({e}); delete it to download it again") from None
+
+
+# ---------------------------------------------------------------- where the data is
+
+
+def keras_cache_dir() -> Path:
+    """Keras's dataset cache: $KERAS_HOME/datasets, else ~/.keras/datasets (as keras.utils.get_file)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "datasets"
+
+
+def cnnlab_cache_dir() -> Path:
+    """Where cnnlab downloads to: $CNNLAB_CACHE_DIR, else Keras's own cache (shared with keras.datasets)."""
+    return Path(os.environ["CNNLAB_CACHE_DIR"]) if os.environ.get("CNNLAB_CACHE_DIR") else keras_cache_dir()
+
+
+def candidate_places(name, data_dir=None):
+    """The places looked at, in order, as (label, loader) pairs; a loader returns arrays or None."""
+    places = []
+    env_dir = os.environ.get("CNNLAB_DATA_DIR")
+    for label, folder in (("--data-dir", data_dir), ("CNNLAB_DATA_DIR", env_dir)):
+        if folder:
+            for sub in (Path(folder) / name, Path(folder) / KERAS_SUBDIR[name], Path(folder)):
+                places.append((f"{label} {sub}", _folder_loader(sub, name)))
+    for label, cache in (("Keras cache", keras_cache_dir()), ("cnnlab cache", cnnlab_cache_dir())):
+        folder = cache / KERAS_SUBDIR[name]
+        places.append((f"{label} {folder}", _folder_loader(folder, name)))
+        if label == "Keras cache" and name in DEBIAN_DIRS:
+            places.append((f"Debian {DEBIAN_DIRS[name]}", _folder_loader(Path(DEBIAN_DIRS[name]), name)))
+    seen, unique = set(), []
+    for label, loader in places:
+        key = label.split(" ", 1)[1]
+        if key not in seen:
+            seen.add(key)
+            unique.append((label, loader))
+    return unique
+
+
+def _folder_loader(folder, name):
+    def load():
+        if name == "mnist" and (folder / "mnist.npz").is_file():
+            return _load_npz(folder / "mnist.npz")
+        return _load_idx_folder(folder, name) if folder.is_dir() else None
+
+    return load
+
+
+def download(name, mirror=None, cache_dir=None):
+    """Fetch `name` from the mirror Keras uses into the cache, verifying each file's SHA-256."""
+    from keras.utils import get_file  # heavy import, only when a download is really needed
+
+    mirror = mirror or os.environ.get("CNNLAB_MIRROR") or KERAS_MIRROR
+    target = Path(cache_dir or cnnlab_cache_dir()) / KERAS_SUBDIR[name]
+    target.mkdir(parents=True, exist_ok=True)
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # get_file has no timeout of its own: never hang offline
+    try:
+        for fname, sha256 in DOWNLOADS[name].items():
+            get_file(fname, origin=mirror.rstrip("/") + "/" + fname, file_hash=sha256, hash_algorithm="sha256",
+                     cache_dir=str(target), cache_subdir="")
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    return target
+
+
+def load_arrays(name, data_dir=None, allow_download=True):
+    """Raw uint8 train and test arrays of `name` and where they came from."""
+    looked = []
+    for label, loader in candidate_places(name, data_dir):
+        explicit = label.startswith("--data-dir")
+        try:
+            arrays = loader()
+        except WrongDataset as e:
+            if explicit:
+                raise
+            arrays, label = None, f"{label} (holds {e.holds})"
+        if arrays is not None:
+            return arrays, label
+        looked.append(label)
+        if explicit and label == f"--data-dir {Path(data_dir)}":  # a folder the user named must hold the data
+            raise DataError(f"no {name} IDX files (train-images-idx3-ubyte[.gz] and the three others) in --data-dir {data_dir}")
+    reason = "downloads disabled"
+    if allow_download:
+        try:
+            folder = download(name)
+            arrays = _folder_loader(folder, name)()
+            if arrays is not None:
+                return arrays, f"downloaded to {folder}"
+        except Exception as e:  # network errors come in many types; all end in the same advice
+            reason = f"download failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    fix = "pass --data-dir DIR with the four IDX files, or connect to the internet"
+    if name == "fashion_mnist":
+        fix += ", or install Debian's dataset-fashion-mnist"
+    raise DataError(f"dataset {name} not found (looked in {'; '.join(looked)}; {reason}); {fix}")
+
+
+def _digits_arrays():
+    """scikit-learn's 1,797 bundled 8x8 digits, drawn into 28x28 the way MNIST was: a 20x20 box, centred."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    small = (digits.images * (255 / 16)).astype(np.uint8)
+    images = np.zeros((len(small), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    for i, img in enumerate(small):
+        images[i, 4:24, 4:24] = np.asarray(Image.fromarray(img).resize((20, 20), Image.BILINEAR))
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, digits.target.astype(np.uint8), test_size=0.2, random_state=0, stratify=digits.target)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+# ---------------------------------------------------------------- the Dataset
+
+
+def scale(images) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1], as the seed's reshape(-1, 28, 28, 1) / 255."""
+    return (np.asarray(images, np.float32) / 255.0).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
+
+
+def load_dataset(name="mnist", data_dir=None, validation_split=0.2, seed=42, limit_train=None, allow_download=True) -> Dataset:
+    """Load a dataset and split its training set into train/validation, stratified, with `seed`."""
+    from sklearn.model_selection import train_test_split
+
+    if name not in CLASS_NAMES:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(CLASS_NAMES)}")
+    if name == "digits":
+        arrays, source = _digits_arrays(), "scikit-learn load_digits (8x8, upscaled to 28x28)"
+    else:
+        arrays, source = load_arrays(name, data_dir, allow_download)
+    x, y = arrays["x_train"], arrays["y_train"].astype(np.int64)
+    if limit_train and limit_train < len(x):
+        x, _, y, _ = train_test_split(x, y, train_size=limit_train, random_state=seed, stratify=y)
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=validation_split, random_state=seed, stratify=y)
+    return Dataset(
+        name=name, class_names=CLASS_NAMES[name],
+        x_train=scale(x_train), y_train=y_train, x_val=scale(x_val), y_val=y_val,
+        x_test=scale(arrays["x_test"]), y_test=arrays["y_test"].astype(np.int64), source=source,
+    )

@@ -1,0 +1,73 @@
+"""Atomic file writes: a reader (or a crash) never sees a half-written file.
+
+Every file cnnlab writes goes to a temporary name in the same folder first and is
+then renamed over the target, which is atomic on POSIX and Windows filesystems.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import CnnlabError
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes(path, data: bytes):
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path, text: str):
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_model(model, path):
+    """Save a Keras model atomically (Keras picks the format from the suffix, so keep it)."""
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        model.save(tmp)
+
+
+def save_figure(fig, path, dpi=100):
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+
+
+def check_writable(folder, need_bytes=0):
+    """Fail before a long training, not after it, when the output folder is unwritable or full."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.") as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+        free = shutil.disk_usage(folder).free
+    except OSError as e:
+        raise CnnlabError(f"cannot write to {folder}: {e.strerror or e}; choose another --out folder") from None
+    if free < need_bytes:
+        raise CnnlabError(
+            f"only {free / 1e6:.1f} MB free in {folder}, {need_bytes / 1e6:.1f} MB needed; free space or choose another --out folder"
+        )

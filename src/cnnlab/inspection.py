@@ -1,0 +1,109 @@
+"""Look inside a trained model: load it safely, read its conv filters, compute its feature maps.
+
+Works for any saved Keras model with Conv2D layers: cnnlab's own `.keras` files, a plain Keras
+script's `.keras`, and legacy `.h5` files written by Keras 2 (`ModelCheckpoint('best_model.h5')`).
+"""
+
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .config import IMAGE_SIZE
+from .errors import ModelFileError
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def load_model(path, safe_mode=True, compile=True) -> keras.Model:
+    """Load a `.keras` or `.h5` model. Safe mode (default) refuses files that would run arbitrary code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    head = path.read_bytes()[:8]
+    kind = "keras" if head.startswith(b"PK") else "h5" if head.startswith(b"\x89HDF") else None
+    if kind is None or path.suffix not in MODEL_SUFFIXES:
+        raise ModelFileError(f"{path}: not a Keras model file; expected a .keras (zip) or .h5 (HDF5) file saved by Keras")
+    if kind == "keras" and not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: the .keras file is truncated or corrupt; use an intact copy")
+    try:
+        model = keras.models.load_model(path, safe_mode=safe_mode, compile=compile)
+    except Exception as e:  # Keras raises ValueError, TypeError, OSError, KeyError... for bad files
+        raise ModelFileError(f"{path}: {_explain_load_error(e)}") from None
+    if not isinstance(model, keras.Model):
+        raise ModelFileError(f"{path}: holds no model")
+    return model
+
+
+def _explain_load_error(error):
+    text = " ".join(str(error).split())
+    if "safe_mode" in text or "Lambda" in text or "lambda" in text:
+        return "refused in safe mode: it contains a Lambda layer or other code that would run when loaded; " \
+               "if you trust the file, pass --unsafe"
+    if "Could not locate" in text or "Unknown layer" in text or "custom_objects" in text:
+        return "it uses custom layers or objects cnnlab does not know; refused (if you trust the file, pass --unsafe)"
+    if "No model config" in text or "model_config" in text:
+        return "the .h5 file holds only weights, no model config; save the whole model (model.save) instead"
+    if isinstance(error, (zipfile.BadZipFile, EOFError)) or "zip" in text.lower():
+        return "the .keras file is truncated or corrupt; use an intact copy"
+    return f"cannot be loaded by Keras ({text[:200]})"
+
+
+def check_image_model(model, path=""):
+    """A model cnnlab can feed: input 28x28 with 1 channel, 10 output classes, at least one Conv2D."""
+    shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    if shape not in ((IMAGE_SIZE, IMAGE_SIZE, 1), (IMAGE_SIZE, IMAGE_SIZE)):
+        raise ModelFileError(f"{path or model.name}: model expects input {model.input_shape}, "
+                             f"not 28x28 grey images (None, 28, 28, 1)")
+    if not conv_layers(model):
+        raise ModelFileError(f"{path or model.name}: model has no Conv2D layer to inspect")
+    return model
+
+
+def conv_layers(model):
+    """The Conv2D layers of a model, in order."""
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def filter_images(kernel, input_channel=None):
+    """(kh, kw, in, out) kernel -> (out, kh, kw) images and a caption saying what they show.
+
+    A first layer has one input channel, so each filter is one image. Deeper filters have one slice per
+    input channel: show one (`input_channel`) or their mean over the input channels (the default).
+    """
+    kernel = np.asarray(kernel)
+    n_in = kernel.shape[2]
+    if n_in == 1:
+        return np.moveaxis(kernel[:, :, 0, :], -1, 0), "one image per filter"
+    if input_channel is not None:
+        return np.moveaxis(kernel[:, :, input_channel, :], -1, 0), f"input channel {input_channel} of {n_in}"
+    return np.moveaxis(kernel.mean(axis=2), -1, 0), f"mean over the {n_in} input channels"
+
+
+def trained_kernel(layer):
+    return keras.ops.convert_to_numpy(layer.kernel)
+
+
+def untrained_kernel(layer, seed=0):
+    """The same layer's kernel freshly initialised (its own initializer, seeded): what training started from."""
+    initializer = layer.kernel_initializer
+    fresh = initializer.__class__.from_config({**initializer.get_config(), "seed": seed})
+    return keras.ops.convert_to_numpy(fresh(shape=tuple(layer.kernel.shape)))
+
+
+def feature_map_model(model, include_pooling=False):
+    """A model that returns the output of every conv layer (and pooling layer, if asked) of `model`."""
+    kinds = (keras.layers.Conv2D, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D) if include_pooling \
+        else (keras.layers.Conv2D,)
+    layers = [layer for layer in model.layers if isinstance(layer, kinds)]
+    return keras.Model(model.inputs, [layer.output for layer in layers]), [layer.name for layer in layers]
+
+
+def feature_maps(model, image, include_pooling=False):
+    """{layer name: (h, w, channels) activations} for one (28, 28, 1) image."""
+    extractor, names = feature_map_model(model, include_pooling)
+    outputs = extractor.predict(np.asarray(image, np.float32)[None], verbose=0)
+    if len(names) == 1:
+        outputs = [outputs]
+    return {name: np.asarray(out[0]) for name, out in zip(names, outputs)}

@@ -1,0 +1,132 @@
+"""The whole assignment as functions a notebook or the CLI can call: train, score and show, look inside.
+
+    config = make_config(dataset="mnist", data_dir="path/to/mnist")
+    run_dir = run(config)            # train -> evaluate -> inspect, everything written into runs/<name>/
+
+Each step also runs alone: `train_run`, `evaluate_model`, `inspect_model`.
+"""
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+from . import environment, files, plots
+from .config import Config, make_config
+from .data import Dataset, load_dataset
+from .errors import CnnlabError
+from .evaluate import evaluate, predict, scores
+from .inspection import (check_image_model, conv_layers, feature_maps, filter_images, load_model, trained_kernel,
+                         untrained_kernel)
+from .model import build_model, summary_text
+from .rundir import RunDir
+from .train import load_checkpoint, set_seeds, train
+
+GRID_SIZE = 32  # test images shown with their predictions
+
+
+def new_run_dir(config: Config, out="runs", name=None) -> RunDir:
+    """A fresh run directory; never one that already holds a model (a failed run must not replace a good one)."""
+    name = name or f"{config.dataset}-{config.recipe}-{datetime.now():%Y%m%d-%H%M%S}"
+    run = RunDir(Path(out) / name)
+    if run.best_model.exists() or run.last_model.exists():
+        raise CnnlabError(f"{run.path} already holds a trained model; choose another --name, or --resume {run.path}")
+    files.check_writable(run.path)
+    return run
+
+
+def resume_config(run_dir, **overrides) -> Config:
+    """The config a run started with, with `overrides` (such as more epochs) applied."""
+    return make_config(file=RunDir(run_dir).config, **overrides)
+
+
+def load_data(config: Config) -> Dataset:
+    return load_dataset(config.dataset, config.data_dir, config.validation_split, config.seed, config.limit_train)
+
+
+def train_run(config: Config, out="runs", name=None, resume=None, verbose=None):
+    """Build (or resume) and train a model; returns the run directory, the best model, the data and the result.
+
+    `resume` is a run directory to continue from its last completed epoch; pass its own config
+    (`resume_config`), else the resumed run would train differently from how it started.
+    """
+    if resume:
+        run = RunDir(resume)
+        model = load_checkpoint(run.path)
+        print(f"Resuming {run.path} after epoch {run.read_json(run.state)['epochs_completed']}")
+    else:
+        run = new_run_dir(config, out, name)
+        set_seeds(config.seed)
+        model = build_model(config)
+    data = load_data(config)
+    print(f"Data: {config.dataset} from {data.source}: " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()))
+    files.write_json(run.config, config.to_dict())
+    summary = summary_text(model)
+    print(summary)
+    files.write_text(run.summary, summary + "\n")
+    result = train(model, data, config, run.path, resume=bool(resume), verbose=verbose)
+    best = load_model(run.best_model)
+    validation = evaluate(best, data.x_val, data.y_val)
+    print(f"Stopped: {result.stop_reason}")
+    print(f"Validation (best model, epoch {result.best_epoch}): loss {validation['loss']:.4f}, "
+          f"accuracy {validation['accuracy']:.2%}")
+    files.save_figure(plots.learning_curves(result.history, result.best_epoch, config.monitor),
+                      run.figure("learning_curves"))
+    metrics = {
+        "dataset": config.dataset, "data_source": data.source, "sizes": data.sizes(), "seed": config.seed,
+        "recipe": config.recipe, "parameters": int(model.count_params()),
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+        "stop_reason": result.stop_reason, "train_seconds": round(result.seconds, 2),
+        "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
+        "val_loss": validation["loss"], "val_accuracy": validation["accuracy"],
+        **environment.describe(),
+    }
+    files.write_json(run.metrics, metrics)
+    return run, best, data, metrics
+
+
+def evaluate_model(model, data: Dataset, out_dir=None) -> dict:
+    """Test loss and accuracy; with `out_dir`, also the figure of test images with predicted and true labels."""
+    probabilities = predict(model, data.x_test)
+    test = scores(data.y_test, probabilities)
+    print(f"Test ({len(data.y_test):,} images): loss {test['loss']:.4f}, accuracy {test['accuracy']:.2%}")
+    if out_dir is not None:
+        n = min(GRID_SIZE, len(data.x_test))
+        fig = plots.prediction_grid(data.x_test[:n], data.y_test[:n], probabilities[:n], data.class_names,
+                                    title=f"First {n} test images: predicted (probability) and true label; mistakes in red")
+        files.save_figure(fig, Path(out_dir) / "predictions.png")
+    return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+
+
+def inspect_model(model, image, out_dir, title="input", include_pooling=False) -> list:
+    """Filters (trained beside untrained) and feature maps of every conv layer, as PNGs in `out_dir`."""
+    check_image_model(model)
+    out_dir = Path(out_dir)
+    written = []
+
+    def save(fig, name):
+        files.save_figure(fig, out_dir / f"{name}.png")
+        written.append(out_dir / f"{name}.png")
+
+    for layer in conv_layers(model):
+        trained, caption = filter_images(trained_kernel(layer))
+        untrained, _ = filter_images(untrained_kernel(layer))
+        save(plots.trained_vs_untrained(trained, untrained, layer.name, caption), f"filters_{layer.name}")
+    save(plots.input_figure(image, title), "feature_maps_input")
+    for name, maps in feature_maps(model, image, include_pooling).items():
+        save(plots.feature_maps_figure(maps, name), f"feature_maps_{name}")
+    return written
+
+
+def run(config: Config, out="runs", name=None, resume=None, verbose=None) -> RunDir:
+    """The whole assignment: train with early stopping, score on the test set, show, look inside."""
+    started = time.perf_counter()
+    run_dir, best, data, metrics = train_run(config, out, name, resume, verbose)
+    metrics.update(evaluate_model(best, data, run_dir.figures))
+    index = 0
+    inspect_model(best, data.x_test[index], run_dir.figures,
+                  title=f"test image {index}: {data.class_names[data.y_test[index]]}")
+    metrics["total_seconds"] = round(time.perf_counter() - started, 2)
+    files.write_json(run_dir.metrics, metrics)
+    print(f"Run directory: {run_dir.path}")
+    return run_dir
+

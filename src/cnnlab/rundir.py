@@ -1,0 +1,63 @@
+"""The run directory: everything one run produced, so that it can be reproduced, reported and resumed.
+
+runs/<name>/
+  config.json        the settings (seed included) - reusable with --config
+  summary.txt        model.summary()
+  history.csv        one row per completed epoch
+  best.keras         the best model by the monitored metric, saved while training
+  metrics.json       validation and test scores of the best model, timings, versions
+  figures/*.png      learning curves, predictions, filters, feature maps
+  checkpoint/        last completed epoch (model + optimizer) and training state, for --resume
+"""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from . import files
+from .errors import CnnlabError
+
+
+class RunDir:
+    def __init__(self, path):
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / "config.json")
+    summary = property(lambda self: self.path / "summary.txt")
+    history = property(lambda self: self.path / "history.csv")
+    best_model = property(lambda self: self.path / "best.keras")
+    metrics = property(lambda self: self.path / "metrics.json")
+    figures = property(lambda self: self.path / "figures")
+    last_model = property(lambda self: self.path / "checkpoint" / "last.keras")
+    state = property(lambda self: self.path / "checkpoint" / "state.json")
+
+    def figure(self, name):
+        return self.figures / f"{name}.png"
+
+    def read_json(self, path):
+        try:
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CnnlabError(f"{path} is missing; is {self.path} a cnnlab run directory?") from None
+        except (OSError, ValueError) as e:
+            raise CnnlabError(f"{path} is corrupt ({e}); rebuild it or start a new run") from None
+
+    def read_history(self):
+        """history.csv as {column: [values]} (empty when no epoch has completed)."""
+        if not self.history.exists():
+            return {}
+        try:
+            rows = list(csv.DictReader(io.StringIO(self.history.read_text(encoding="utf-8"))))
+            return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise CnnlabError(f"{self.history} is corrupt ({e}); delete it or start a new run") from None
+
+    def write_history(self, history):
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        keys = list(history)
+        writer.writerow(keys)
+        for row in zip(*(history[k] for k in keys)):
+            writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+        files.write_text(self.history, out.getvalue())
