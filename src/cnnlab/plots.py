@@ -83,12 +83,6 @@ def image_grid(images, title=None, columns=8, cmap="viridis", symmetric=False, l
     return fig
 
 
-def filters_figure(images, title) -> Figure:
-    """Conv filters on a symmetric blue-white-red scale: the sign of a weight matters, zero is white."""
-    return image_grid(images, title=title, columns=16 if len(images) > 16 else len(images), cmap="RdBu_r",
-                      symmetric=True, size=0.75)
-
-
 def trained_vs_untrained(trained, untrained, layer_name, caption) -> Figure:
     """Trained filters above the same layer freshly initialised, on one shared symmetric scale."""
     trained, untrained = np.asarray(trained), np.asarray(untrained)

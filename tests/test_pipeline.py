@@ -1,0 +1,167 @@
+"""The whole seed pipeline through the CLI, on real data: build, train, score and show, look inside."""
+
+import csv
+import gzip
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.data import load_dataset
+
+FIGURES = ["learning_curves", "predictions", "filters_conv_1", "filters_conv_2", "feature_maps_input",
+           "feature_maps_conv_1", "feature_maps_conv_2"]
+
+
+def test_run_writes_every_promised_file(digits_run):
+    for name in ["config.json", "summary.txt", "history.csv", "best.keras", "metrics.json"]:
+        assert (digits_run / name).stat().st_size > 0, name
+    for name in FIGURES:
+        with Image.open(digits_run / "figures" / f"{name}.png") as img:
+            img.load()
+            assert img.width > 100 and img.height > 100, name
+    config = json.loads((digits_run / "config.json").read_text())
+    assert config["seed"] == 42 and config["dataset"] == "digits" and config["epochs"] == 2
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    rows = list(csv.DictReader((digits_run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] == list(range(1, metrics["epochs_run"] + 1))
+    assert 0.5 < metrics["val_accuracy"] <= 1 and 0.5 < metrics["test_accuracy"] <= 1
+    assert metrics["sizes"] == {"train": 1149, "validation": 288, "test": 360}
+    assert "333,526" in (digits_run / "summary.txt").read_text()
+
+
+def test_best_model_reloads_in_plain_keras_with_identical_predictions(digits_run):
+    data = load_dataset("digits")
+    plain = keras.models.load_model(digits_run / "best.keras")
+    probabilities = plain.predict(data.x_test, verbose=0)
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    assert np.mean(probabilities.argmax(1) == data.y_test) == pytest.approx(metrics["test_accuracy"])
+    again = keras.models.load_model(digits_run / "best.keras").predict(data.x_test[:16], verbose=0)
+    np.testing.assert_array_equal(again, probabilities[:16])
+
+
+def test_best_model_is_the_best_validation_epoch(digits_run):
+    rows = list(csv.DictReader((digits_run / "history.csv").open()))
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    assert metrics["best_epoch"] == int(best["epoch"])
+    assert metrics["val_loss"] == pytest.approx(float(best["val_loss"]), rel=1e-3)
+
+
+def test_early_stopping_really_stops(tmp_path):
+    # patience 0 and a min_delta no epoch can beat: training ends after the second epoch of ten
+    code = main(["train", "--dataset", "digits", "--epochs", "10", "--patience", "0", "--min-delta", "5",
+                 "--out", str(tmp_path), "--name", "es"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "es" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["stopped_early"] and metrics["best_epoch"] == 1
+    assert "early stopping" in metrics["stop_reason"]
+
+
+def test_evaluate_and_inspect_commands(digits_run, tmp_path):
+    assert main(["evaluate", str(digits_run / "best.keras"), "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "evaluation.json").read_text())
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    assert result["dataset"] == "digits" and result["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert main(["inspect", str(digits_run / "best.keras"), "--index", "5", "--pooling", "--out", str(tmp_path)]) == 0
+    for name in ["filters_conv_1", "feature_maps_conv_2", "feature_maps_pool_2"]:
+        assert (tmp_path / f"{name}.png").exists()
+
+
+def plain_keras_model():
+    """A model as a plain Keras script (like the seed notebook) would write it, no cnnlab involved."""
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(8, 3, activation="relu", padding="same"),
+        keras.layers.MaxPool2D(2),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    data = load_dataset("digits")
+    model.fit(data.x_train[:256], data.y_train[:256], epochs=1, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_inspect_a_model_written_by_plain_keras(tmp_path, suffix):
+    path = tmp_path / f"plain{suffix}"
+    plain_keras_model().save(path)
+    out = tmp_path / "figures"
+    assert main(["inspect", str(path), "--dataset", "digits", "--out", str(out)]) == 0
+    names = sorted(p.stem for p in out.glob("*.png"))
+    conv_names = [n for n in names if n.startswith("filters_")]
+    assert len(conv_names) == 2 and len([n for n in names if n.startswith("feature_maps_conv")]) == 2
+    assert main(["evaluate", str(path), "--dataset", "digits", "--out", str(out)]) == 0
+
+
+def test_real_mnist_as_the_seed_splits_it(mnist_dir):
+    data = load_dataset("mnist", data_dir=mnist_dir)
+    assert data.sizes() == {"train": 48000, "validation": 12000, "test": 10000}
+    assert data.x_train.shape == (48000, 28, 28, 1) and data.x_train.dtype == np.float32
+    assert 0.0 == data.x_test.min() and data.x_test.max() == 1.0
+    assert abs(data.x_test.mean() - 0.1325) < 0.001  # MNIST's known test-set mean after /255
+    # stratified: every class keeps its share of the training set in the validation set
+    train_share = np.bincount(data.y_train) / len(data.y_train)
+    val_share = np.bincount(data.y_val) / len(data.y_val)
+    assert np.abs(train_share - val_share).max() < 0.001
+
+
+def cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def error_lines(result):
+    """stderr without TensorFlow's start-up chatter."""
+    return [line for line in result.stderr.splitlines()
+            if line.startswith("cnnlab") or "Traceback" in line or "Error" in line]
+
+
+def idx_file(path, magic=b"\x00\x00\x08\x03", dims=(2, 28, 28), data_len=None):
+    header = magic + b"".join(int(d).to_bytes(4, "big") for d in dims)
+    data = bytes((data_len if data_len is not None else int(np.prod(dims))))
+    with gzip.open(path, "wb") as f:
+        f.write(header + data)
+
+
+@pytest.fixture
+def bad_idx_dirs(tmp_path):
+    dirs = {}
+    for case in ("wrong_magic", "truncated"):
+        folder = tmp_path / case
+        folder.mkdir()
+        for stem in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+            idx_file(folder / f"{stem}.gz")
+        for stem in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
+            idx_file(folder / f"{stem}.gz", magic=b"\x00\x00\x08\x01", dims=(2,))
+        if case == "wrong_magic":
+            idx_file(folder / "train-images-idx3-ubyte.gz", magic=b"\x08\x03\x00\x00")
+        else:
+            idx_file(folder / "train-images-idx3-ubyte.gz", data_len=1000)
+        dirs[case] = folder
+    return dirs
+
+
+@pytest.mark.parametrize("case,args,message", [
+    ("missing model", ["inspect", "{tmp}/nope.keras"], "model file not found"),
+    ("text as model", ["evaluate", "{tmp}/notes.keras"], "not a Keras model file"),
+    ("unknown dataset", ["run", "--dataset", "cifar"], "invalid choice"),
+    ("missing data dir", ["train", "--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "no mnist IDX files"),
+    ("wrong magic", ["train", "--dataset", "mnist", "--data-dir", "{wrong_magic}"], "wrong magic number"),
+    ("truncated idx", ["train", "--dataset", "mnist", "--data-dir", "{truncated}"], "truncated"),
+])
+def test_bad_input_ends_with_one_line_and_exit_2(tmp_path, bad_idx_dirs, case, args, message):
+    (tmp_path / "notes.keras").write_text("these are my notes, not a model\n")
+    args = [a.format(tmp=tmp_path, **bad_idx_dirs) for a in args]
+    result = cli(*args, "--out", str(tmp_path / "runs")) if args[0] in ("run", "train") else cli(*args)
+    assert result.returncode == 2, result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "runs").rglob("*.keras"))
