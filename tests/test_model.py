@@ -26,6 +26,9 @@ def test_seed_architecture_is_the_notebooks_network():
 def test_summary_shows_shapes_and_parameter_count():
     text = summary_text(build_model())
     assert "(None, 28, 28, 32)" in text and "(None, 7, 7, 64)" in text and "333,526" in text
+    for layer, params in [("conv_1", "320"), ("conv_2", "18,496"), ("dense_1", "313,700"), ("probabilities", "1,010")]:
+        row = next(line for line in text.splitlines() if layer in line)
+        assert row.rstrip(" │").endswith(params), row
 
 
 @pytest.mark.parametrize("filters,kernel,dense", [([16, 32, 64], 5, [128, 64]), ([8, 8], 3, [10])])

@@ -47,5 +47,5 @@ def compile_model(model, config: Config):
 def summary_text(model) -> str:
     """`model.summary()` as text, to print and to keep in the run directory."""
     lines = []
-    model.summary(print_fn=lambda line, **_: lines.append(line), line_length=100)
+    model.summary(print_fn=lambda line, **_: lines.append(line), line_length=80)  # rich renders into 80 columns off a terminal
     return "\n".join(lines)
