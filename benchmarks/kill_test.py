@@ -11,6 +11,7 @@ import argparse
 import collections
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -39,10 +40,13 @@ def main():
             try:
                 record = {**kill_and_recover(Path(workdir), name, rng, startup_s, training_s), "recovered": True}
             except Exception as e:  # a failed check is the figure this script exists to count
-                record = {"name": name, "recovered": False, "error": "".join(traceback.format_exception_only(e)).strip()}
+                record = {"name": name, "recovered": False, "error": " ".join(str(e).split())[:3000] or type(e).__name__,
+                          "traceback": traceback.format_exc()}
+                kept = Path(args.json).with_name(f"kill_test-{name}")  # the run directory, to see what went wrong
+                shutil.copytree(Path(workdir) / name, kept, dirs_exist_ok=True)
             records.append(record)
             print(f"{kill:>4}  {record.get('phase', '?'):9} {record.get('killed_after_s', float('nan')):>6.2f}  "
-                  f"{record.get('epochs_done_at_kill', '?'):>11}  {record.get('leftover_temporaries', '?'):>11}  "
+                  f"{record.get('epochs_done_at_kill', '?'):>11}  {len(record.get('leftover_temporaries', [])):>11}  "
                   f"{record.get('recovery', '-' if record['recovered'] else '?'):10} "
                   f"{'recovered' if record['recovered'] else 'FAILED: ' + record['error']}", flush=True)
     recovered = sum(r["recovered"] for r in records)
@@ -50,7 +54,7 @@ def main():
         "kills": len(records), "recovered": recovered, "failures": len(records) - recovered,
         "by_phase": dict(collections.Counter(r.get("phase", "?") for r in records)),
         "by_epochs_done_at_kill": dict(sorted(collections.Counter(r.get("epochs_done_at_kill", -1) for r in records).items())),
-        "kills_that_left_temporaries": sum(r.get("leftover_temporaries", 0) > 0 for r in records),
+        "kills_that_left_temporaries": sum(bool(r.get("leftover_temporaries")) for r in records),
         "finished_before_kill": sum(bool(r.get("finished_before_kill")) for r in records),
         "seed": args.seed, "seconds": round(time.monotonic() - started, 1),
         "window_seconds": {"start-up": round(startup_s, 2), "training": round(training_s, 2)},

@@ -1,6 +1,7 @@
 """Shared by the robustness tests, benchmarks/kill_test.py and scripts/bad_inputs.py: running the real
 `cnnlab` command in a subprocess, checking a run directory after a crash, and making broken input files."""
 
+import filecmp
 import gzip
 import os
 import subprocess
@@ -211,12 +212,28 @@ RUN_FILES = {"config.json", "summary.txt", "history.csv", "best.keras", "metrics
 
 
 def calibrate(workdir):
-    """(start-up seconds, training seconds) of one uninterrupted kill-test training: the windows kills land in."""
+    """(start-up seconds, training seconds) of one uninterrupted kill-test training: the windows kills land in.
+    Training runs from the line 'Epoch 1/' to the commit of the last epoch (what follows is evaluation)."""
     training = Training(*KILL_ARGS, "--out", workdir, "--name", "calibration")
     began = training.wait_for("Epoch 1/")
-    code = training.finish()
-    assert code == 0 and began is not None, training.stderr[-2000:]
-    return began, time.monotonic() - training.started - began
+    assert began is not None, training.stderr[-2000:]
+    while (read_state(Path(workdir) / "calibration") or {}).get("epochs_completed") != KILL_EPOCHS:
+        assert training.process.poll() is None, training.stderr[-2000:]
+        time.sleep(0.01)
+    trained = time.monotonic() - training.started - began
+    assert training.finish() == 0, training.stderr[-2000:]
+    return began, trained
+
+
+def wait_for_a_write(run_dir, training, target="", timeout=300):
+    """Block until a temporary file of an atomic write of `target` (a file name's start; any file by default)
+    exists in the run directory: that write is under way."""
+    deadline = time.monotonic() + timeout
+    while not [name for name in temporaries(run_dir) if name.startswith(TEMP_PREFIX + target)]:
+        if training.process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
 
 
 def read_state(run_dir):
@@ -241,39 +258,54 @@ def check_after_kill(run_dir):
     if done == 0:
         assert not {"best.keras", "history.csv"} & visible, visible
     else:
-        assert (run_dir / "checkpoint" / state["checkpoint"]).is_file()
+        assert (run_dir / "checkpoint" / state["checkpoint"]).is_file(), (state["checkpoint"], visible)
     if done >= 2:  # epoch 1 always improves, and its best.keras copy finished before epoch 2 began
-        assert "best.keras" in visible
+        assert "best.keras" in visible, (done, visible)
     if "best.keras" in visible:
         assert load_model(run_dir / "best.keras").count_params() > 0
     return done
 
 
-def kill_and_recover(workdir, name, rng, startup_s, training_s, during_startup=None):
+PHASES = ("start-up", "mid-write", "training")
+
+
+def kill_and_recover(workdir, name, rng, startup_s, training_s, phase=None):
     """kill -9 a real training at a random moment, check what it left, then resume it (or, when it had not
-    started a run directory, start it again) and check the finished run. Returns a record of what happened."""
+    started a run directory, start it again) and check the finished run. Returns a record of what happened.
+
+    phase: 'start-up' (imports, data, model: a random moment before training), 'mid-write' (the moment the
+    temporary file of a random epoch's checkpoint, or of its best.keras copy, appears), 'training' (a random moment
+    between the first epoch's start and the last epoch's commit), or None for one drawn at random (20%, 20%, 60%).
+    """
     run_dir = Path(workdir) / name
-    if during_startup is None:
-        during_startup = rng.random() < 0.2
+    phase = phase or rng.choices(PHASES, weights=(1, 1, 3))[0]
     victim = Training(*KILL_ARGS, "--out", workdir, "--name", name)
-    if during_startup:
+    if phase == "start-up":
         time.sleep(rng.uniform(0, startup_s))
+    elif phase == "mid-write":
+        victim.wait_for(f"Epoch {rng.randint(1, KILL_EPOCHS)}/")
+        wait_for_a_write(run_dir, victim, rng.choice(["epoch-", "best.keras"]))
     else:
         victim.wait_for("Epoch 1/")
         time.sleep(rng.uniform(0, training_s))
     moment = time.monotonic() - victim.started
     victim.process.kill()
     finished_first = victim.finish() == 0
-    record = {"name": name, "phase": "start-up" if during_startup else "training", "killed_after_s": round(moment, 2),
-              "finished_before_kill": finished_first, "leftover_temporaries": len(temporaries(run_dir))}
+    record = {"name": name, "phase": phase, "killed_after_s": round(moment, 2),
+              "finished_before_kill": finished_first, "leftover_temporaries": temporaries(run_dir)}
     record["epochs_done_at_kill"] = check_after_kill(run_dir)
-    if record["epochs_done_at_kill"] < KILL_EPOCHS:
+    if not (run_dir / "metrics.json").exists():  # killed before the end: training, or evaluating after it
         how = ("--resume", run_dir) if (run_dir / "config.json").exists() else ("--out", workdir, "--name", name)
         code, recovery = run_cnnlab(*(("train", "--resume", run_dir) if how[0] == "--resume" else (*KILL_ARGS, *how)))
         record["recovery"] = "resume" if how[0] == "--resume" else "fresh run"
-        assert code == 0, recovery.error_lines() or recovery.stderr[-2000:]
-    assert history_epochs(run_dir) == list(range(1, KILL_EPOCHS + 1))
-    assert check_after_kill(run_dir) == KILL_EPOCHS
-    assert not temporaries(run_dir)
-    assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == [f"epoch-{KILL_EPOCHS:04d}.keras", "state.json"]
+        assert code == 0, (record, code, recovery.error_lines(), recovery.stderr[-3000:], recovery.lines[-5:])
+    assert history_epochs(run_dir) == list(range(1, KILL_EPOCHS + 1)), (record, history_epochs(run_dir))
+    assert check_after_kill(run_dir) == KILL_EPOCHS, record
+    state = read_state(run_dir)
+    if state["best_epoch"] == KILL_EPOCHS:  # then best.keras is a copy of the last checkpoint, not an older model
+        assert filecmp.cmp(run_dir / "best.keras", run_dir / "checkpoint" / state["checkpoint"], shallow=False), record
+    assert (run_dir / "metrics.json").is_file(), record
+    assert not temporaries(run_dir), (record, temporaries(run_dir))
+    checkpoint = sorted(p.name for p in (run_dir / "checkpoint").iterdir())
+    assert checkpoint == [f"epoch-{KILL_EPOCHS:04d}.keras", "state.json"], (record, checkpoint)
     return record

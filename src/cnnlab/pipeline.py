@@ -19,7 +19,7 @@ from .inspection import (check_classifier, check_image_model, conv_layers, featu
                          trained_kernel, untrained_kernel)
 from .model import build_model, summary_text
 from .rundir import RunDir
-from .train import check_resumable, load_checkpoint, set_seeds, train
+from .train import check_resumable, load_checkpoint, set_seeds, train, training_left
 
 GRID_SIZE = 32  # test images shown with their predictions
 
@@ -57,7 +57,8 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None):
     if state:
         check_resumable(run, state, config)
         model = load_checkpoint(run.path)
-        print(f"Resuming {run.path} after epoch {state['epochs_completed']}")
+        print(f"Resuming {run.path} after epoch {state['epochs_completed']}"
+              + ("" if training_left(state, config) else ": training had finished; evaluating"))
     else:
         if resume:
             print(f"Restarting {run.path} from the beginning: no epoch had completed")

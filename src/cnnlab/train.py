@@ -208,8 +208,15 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best_weights = self.resume_weights
 
 
+def training_left(state, config: Config):
+    return not state["stopped_early"] and state["epochs_completed"] < config.epochs
+
+
 def check_resumable(run: RunDir, state, config: Config):
-    """Refuse, before any data is loaded, to resume a run that has nothing left to do."""
+    """Refuse, before any data is loaded, to resume a run that has nothing left to do. A run killed after its
+    last epoch but before metrics.json was written still has its evaluation to do."""
+    if training_left(state, config) or not run.metrics.exists():
+        return
     done = state["epochs_completed"]
     if state["stopped_early"]:
         raise CnnlabError(f"{run.path} already stopped early after epoch {done} ({config.monitor} stopped "
@@ -239,6 +246,8 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
     best_weights = None
     if state["best_epoch"] and config.restore_best_weights:
         best_weights = load_model(run.best_model, compile=False).get_weights()
+    if not training_left(state, config):
+        return _result(state, config)
     set_random_state(model, state["random_state"])
     early_stopping = ResumableEarlyStopping(
         resume_state=state, best_weights=best_weights, monitor=config.monitor, patience=config.patience,
@@ -261,15 +270,18 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous_handler)
-    history = state["history"]
-    epochs_run = state["epochs_completed"]
-    stopped_early = state["stopped_early"]
+    return _result(state, config)
+
+
+def _result(state, config: Config) -> TrainResult:
+    history, stopped_early = state["history"], state["stopped_early"]
     reason = (f"early stopping: {config.monitor} did not improve by more than {config.min_delta} "
               f"for {config.patience} epoch(s) after epoch {state['best_epoch']}") if stopped_early \
         else f"reached the maximum of {config.epochs} epochs"
     return TrainResult(
-        history=history, best_epoch=state["best_epoch"], best_value=state["best_value"], epochs_run=epochs_run,
-        stopped_early=stopped_early, stop_reason=reason, seconds=float(np.sum(history.get("seconds", []))),
+        history=history, best_epoch=state["best_epoch"], best_value=state["best_value"],
+        epochs_run=state["epochs_completed"], stopped_early=stopped_early, stop_reason=reason,
+        seconds=float(np.sum(history.get("seconds", []))),
     )
 
 
