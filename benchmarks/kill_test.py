@@ -40,8 +40,8 @@ def main():
             try:
                 record = {**kill_and_recover(Path(workdir), name, rng, startup_s, training_s), "recovered": True}
             except Exception as e:  # a failed check is the figure this script exists to count
-                record = {"name": name, "recovered": False, "error": " ".join(str(e).split())[:3000] or type(e).__name__,
-                          "traceback": traceback.format_exc()}
+                record = {"name": name, "recovered": False, "traceback": traceback.format_exc(),
+                          "error": " ".join(str(e).split())[:3000] or type(e).__name__}
                 kept = Path(args.json).with_name(f"kill_test-{name}")  # the run directory, to see what went wrong
                 shutil.copytree(Path(workdir) / name, kept, dirs_exist_ok=True)
             records.append(record)
@@ -53,7 +53,8 @@ def main():
     summary = {
         "kills": len(records), "recovered": recovered, "failures": len(records) - recovered,
         "by_phase": dict(collections.Counter(r.get("phase", "?") for r in records)),
-        "by_epochs_done_at_kill": dict(sorted(collections.Counter(r.get("epochs_done_at_kill", -1) for r in records).items())),
+        "by_epochs_done_at_kill": dict(sorted(collections.Counter(r.get("epochs_done_at_kill", -1)
+                                                                  for r in records).items())),
         "kills_that_left_temporaries": sum(bool(r.get("leftover_temporaries")) for r in records),
         "finished_before_kill": sum(bool(r.get("finished_before_kill")) for r in records),
         "seed": args.seed, "seconds": round(time.monotonic() - started, 1),

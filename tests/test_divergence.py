@@ -36,7 +36,8 @@ def sha256(path):
 
 
 def test_nan_loss_stops_training_with_a_clear_message(tmp_path, capsys):
-    code = main(["train", *flags(DIVERGING), "--learning-rate=10", "--epochs=3", "--out", str(tmp_path), "--name", "nan"])
+    code = main(["train", *flags(DIVERGING), "--learning-rate=10", "--epochs=3", "--out", str(tmp_path),
+                 "--name", "nan"])
     assert code == 2
     assert one_error_line(capsys) == (
         "cnnlab: error: loss became nan in epoch 1; training stopped; no epoch had completed, so no model was saved; "

@@ -55,7 +55,9 @@ def idx_like(draw):
     dim = st.one_of(st.integers(0, 8), st.integers(0, 2**32 - 1), st.sampled_from([2**8, 2**16, 2**31, 2**32 - 1]))
     dims = draw(st.lists(dim, min_size=ndim, max_size=ndim))  # powers of two: products that overflow 64 bits
     header = bytes([0, 0, type_code, ndim]) + np.asarray(dims, ">u4").tobytes()
-    return header[: draw(st.integers(0, len(header)))] if draw(st.booleans()) else header + draw(st.binary(max_size=2048))
+    if draw(st.booleans()):
+        return header[: draw(st.integers(0, len(header)))]
+    return header + draw(st.binary(max_size=2048))
 
 
 @FUZZ
@@ -103,7 +105,8 @@ GOOD = idx_bytes(np.arange(4 * 28 * 28, dtype=np.uint8).reshape(4, 28, 28))
     (GOOD + b"\x00", "longer than its header says: header says (4, 28, 28) (3136 bytes of data), file has more"),
     (b"\x00\x00\x08\x04" + np.asarray([65536] * 4, ">u4").tobytes(),  # 2**64 bytes: NumPy's int64 product wraps to 0
      "IDX header claims (65536, 65536, 65536, 65536), too large to be an image dataset"),
-    (b"\x00\x00\x0e\x01" + np.asarray([2**30], ">u4").tobytes(), "IDX header claims (1073741824,), too large to be an image dataset"),
+    (b"\x00\x00\x0e\x01" + np.asarray([2**30], ">u4").tobytes(),
+     "IDX header claims (1073741824,), too large to be an image dataset"),
 ])
 @pytest.mark.parametrize("compress", [False, True])
 def test_bad_idx_files_say_what_is_wrong(tmp_path, content, message, compress):
@@ -173,7 +176,8 @@ def test_data_dir_may_hold_the_files_directly_or_in_a_keras_style_subfolder(home
     write_idx_dataset(tmp_path / "plain", mark=7, compress=False)
     assert load_arrays("mnist", data_dir=tmp_path / "plain", allow_download=False)[0]["x_test"][0, 0, 0] == 7
     write_idx_dataset(tmp_path / "keras_style" / "fashion-mnist", mark=8)
-    assert load_arrays("fashion_mnist", data_dir=tmp_path / "keras_style", allow_download=False)[0]["x_test"][0, 0, 0] == 8
+    arrays, _ = load_arrays("fashion_mnist", data_dir=tmp_path / "keras_style", allow_download=False)
+    assert arrays["x_test"][0, 0, 0] == 8
 
 
 def test_nothing_found_lists_every_place_looked(homes):

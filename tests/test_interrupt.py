@@ -40,7 +40,8 @@ def test_resumed_run_matches_the_uninterrupted_run(straight, tmp_path):
     k = 5
     train_run(make_config(**{**SETTINGS, "epochs": k}), out=tmp_path, name="split", verbose=0)
     assert history_epochs(tmp_path / "split") == list(range(1, k + 1))
-    run, _, _, metrics = train_run(resume_config(tmp_path / "split", epochs=EPOCHS), resume=tmp_path / "split", verbose=0)
+    split = tmp_path / "split"
+    run, _, _, metrics = train_run(resume_config(split, epochs=EPOCHS), resume=split, verbose=0)
     assert_same_run(run, reference)
     assert metrics["epochs_run"] == reference_metrics["epochs_run"]
     assert metrics["val_loss"] == pytest.approx(reference_metrics["val_loss"], abs=TOLERANCE)

@@ -60,7 +60,8 @@ def test_bad_model_file_is_one_clear_line(models, capsys, tmp_path, command, nam
 
 @pytest.mark.parametrize("command", ["inspect", "evaluate"])
 def test_missing_model_and_folder(capsys, tmp_path, command):
-    assert error_of(capsys, command, tmp_path / "nope.keras") == f"cnnlab: error: {tmp_path / 'nope.keras'}: model file not found"
+    missing = tmp_path / "nope.keras"
+    assert error_of(capsys, command, missing) == f"cnnlab: error: {missing}: model file not found"
     assert error_of(capsys, command, tmp_path) == f"cnnlab: error: {tmp_path}: is a folder, not a model file"
 
 
@@ -94,7 +95,8 @@ def test_cnnlab_refuses_lambda_even_where_keras_would_not(models, monkeypatch):
     """... and cnnlab checks the model config itself first, so an older Keras that ignores safe mode
     for .h5 files (simulated here) never gets to run the Lambda's code."""
     real_load = keras.models.load_model
-    monkeypatch.setattr(keras.models, "load_model", lambda path, safe_mode=True, **kw: real_load(path, safe_mode=False, **kw))
+    monkeypatch.setattr(keras.models, "load_model",
+                        lambda path, safe_mode=True, **kw: real_load(path, safe_mode=False, **kw))
     for name in ("lambda.h5", "lambda.keras"):
         with pytest.raises(ModelFileError, match="refused in safe mode: Lambda layer 'times_two'"):
             inspection.load_model(models[name])

@@ -25,8 +25,9 @@ def error_of(capsys, *argv):
     (["--dropout", "-0.1"], "dropout must be in [0, 1), not -0.1"),
     (["--kernel-size", "30"], "kernel_size 30 is larger than the 28x28 feature map of conv block 1; "
                               "use a smaller kernel_size or fewer conv blocks (at most 4)"),
-    (["--kernel-size", "9", "--conv-filters", "8,8,8"], "kernel_size 9 is larger than the 7x7 feature map of conv "
-                                                        "block 3; use a smaller kernel_size or fewer conv blocks (at most 4)"),
+    (["--kernel-size", "9", "--conv-filters", "8,8,8"],
+     "kernel_size 9 is larger than the 7x7 feature map of conv block 3; "
+     "use a smaller kernel_size or fewer conv blocks (at most 4)"),
     (["--conv-filters", "8,8,8,8,8"], "kernel_size 3 is larger than the 1x1 feature map of conv block 5; "
                                       "use a smaller kernel_size or fewer conv blocks (at most 4)"),
     (["--kernel-size", "0"], "kernel_size must be at least 1, not 0"),
@@ -58,7 +59,8 @@ def test_unparsable_flag_is_a_usage_error(capsys):
 @pytest.mark.parametrize("name, text, message", [
     ("unknown.toml", 'colour = "red"\nepochs = 2\n',
      f"unknown setting(s) colour; known: {', '.join(FIELDS)}"),
-    ("typo.json", json.dumps({"epoch": 3, "droput": 0.1}), f"unknown setting(s) droput, epoch; known: {', '.join(FIELDS)}"),
+    ("typo.json", json.dumps({"epoch": 3, "droput": 0.1}),
+     f"unknown setting(s) droput, epoch; known: {', '.join(FIELDS)}"),
     ("range.toml", "dense_units = []\n", "dense_units needs at least 1 dense layer, got none"),
     ("kind.toml", 'dropout = "high"\n', "dropout must be a number, not 'high'"),
     ("whole.json", json.dumps({"batch_size": 2.5}), "batch_size must be a whole number, not 2.5"),
@@ -81,9 +83,10 @@ def test_unreadable_config_files(capsys, tmp_path):
 
 
 def fake_run(folder, epochs_completed, stopped_early=False, epochs=3):
-    """A run directory's config and committed state, as a run that got that far leaves them."""
+    """A finished run directory's config, metrics and committed state, as a run that got that far leaves them."""
     (folder / "checkpoint").mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"dataset": "digits", "epochs": epochs}))
+    (folder / "metrics.json").write_text(json.dumps({"epochs_run": epochs_completed}))
     (folder / "checkpoint" / "state.json").write_text(json.dumps(
         {"epochs_completed": epochs_completed, "stopped_early": stopped_early, "checkpoint": "epoch-0001.keras"}))
     return folder

@@ -237,7 +237,8 @@ def download(name, mirror=None, cache_dir=None):
                     out.write(block)
             if digest.hexdigest() != sha256:
                 raise DataError(f"{url} failed its checksum (SHA-256 {digest.hexdigest()[:16]}..., expected "
-                                f"{sha256[:16]}...), so it was not kept; try again, or set CNNLAB_MIRROR to another mirror")
+                                f"{sha256[:16]}...), so it was not kept; try again, "
+                                f"or set CNNLAB_MIRROR to another mirror")
     return target
 
 

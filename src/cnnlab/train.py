@@ -181,7 +181,8 @@ class EpochRecorder(keras.callbacks.Callback):
                               f"cnnlab train --resume {self.run.path}") from None
         self.state.update({
             "epochs_completed": epoch + 1, "checkpoint": checkpoint.name, "history": history,
-            "best_value": float(value) if improved else best, "best_epoch": epoch + 1 if improved else self.state["best_epoch"],
+            "best_value": float(value) if improved else best,
+            "best_epoch": epoch + 1 if improved else self.state["best_epoch"],
             "early_stopping_wait": self.early_stopping.wait,
             "stopped_early": bool(self.model.stop_training) and epoch + 1 < self.config.epochs,
             "random_state": get_random_state(self.model),
