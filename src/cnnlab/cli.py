@@ -12,7 +12,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the useful output
 
 from .config import DATASETS, FIELDS, RECIPES  # noqa: E402  (light imports only: --help must be instant)
-from .errors import CnnlabError  # noqa: E402
+from .errors import CnnlabError, TrainingInterrupted  # noqa: E402
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -113,9 +113,9 @@ def training_config(args):
 
 
 def command_run(args):
+    config = training_config(args)  # before Keras is imported: a bad flag costs no start-up time
     from . import pipeline
 
-    config = training_config(args)
     if args.command == "run":
         pipeline.run(config, args.out, args.name, args.resume)
     else:
@@ -146,11 +146,12 @@ def model_dataset(args):
 
 def command_evaluate(args):
     from . import files
-    from .inspection import check_image_model, load_model
+    from .inspection import check_classifier, check_image_model, load_model
     from .pipeline import evaluate_model
 
-    model = check_image_model(load_model(args.model, safe_mode=not args.unsafe), args.model)
+    model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model)
     data = model_dataset(args)
+    check_classifier(model, len(data.class_names), args.model)
     out = Path(args.out) if args.out else Path(args.model).parent / "figures"
     metrics = evaluate_model(model, data, out)
     files.write_json(out / "evaluation.json", {"model": str(args.model), "dataset": data.name, **metrics})
@@ -161,7 +162,7 @@ def command_inspect(args):
     from .inspection import check_image_model, load_model
     from .pipeline import inspect_model
 
-    model = check_image_model(load_model(args.model, safe_mode=not args.unsafe), args.model)
+    model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model)
     data = model_dataset(args)
     if not 0 <= args.index < len(data.x_test):
         raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
@@ -179,11 +180,13 @@ def main(argv=None):
     try:
         COMMANDS[args.command](args)
     except CnnlabError as e:
-        from .train import TrainingInterrupted
-
+        if isinstance(e, TrainingInterrupted):
+            e.command = args.command  # resume with the command that was running: train, or run
+            print(f"cnnlab: {e}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if not getattr(args, "quiet", False):
             print(f"cnnlab: error: {e}", file=sys.stderr)
-        return EXIT_INTERRUPTED if isinstance(e, TrainingInterrupted) else EXIT_USER_ERROR
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -62,6 +62,8 @@ def read_config_file(path):
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; is it the right file?") from None
     try:
         if path.suffix == ".json":
             values = json.loads(text)

@@ -7,14 +7,16 @@ Debian's `dataset-fashion-mnist`) and are downloaded, checksum-verified, into Ke
 
 import gzip
 import hashlib
+import math
 import os
-import socket
+import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import files
 from .config import IMAGE_SIZE
 from .errors import DataError
 
@@ -63,6 +65,7 @@ class WrongDataset(DataError):
         super().__init__(f"{folder} holds {holds}, not {wanted}; point --data-dir at the {wanted} files")
 
 
+MAX_IDX_BYTES = 2**31
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -114,14 +117,25 @@ def _parse_idx(f, path):
         raise DataError(f"{path}: truncated IDX header")
     dims = tuple(int(d) for d in np.frombuffer(dims_bytes, dtype=">u4"))
     dtype = np.dtype(IDX_TYPES[header[2]])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if expected > 2**31:
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: a NumPy product can overflow to a small number
+    if expected > MAX_IDX_BYTES:
         raise DataError(f"{path}: IDX header claims {dims}, too large to be an image dataset")
-    data = f.read(expected + 1)  # one byte more tells a too-long file, without reading a gzip bomb to the end
+    data = _read_at_most(f, expected + 1)  # one byte more tells a too-long file, without reading a gzip bomb
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "longer than its header says"
         raise DataError(f"{path}: {problem}: header says {dims} ({expected} bytes of data), file has {'more' if len(data) > expected else len(data)}")
     return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _read_at_most(f, size, chunk=1 << 24):
+    """Read up to `size` bytes, holding no more memory than the file really has (a header can lie)."""
+    data = bytearray()
+    while len(data) < size:
+        block = f.read(min(chunk, size - len(data)))
+        if not block:
+            break
+        data += block
+    return bytes(data)
 
 
 def _find_idx(folder, role):
@@ -207,20 +221,24 @@ def _folder_loader(folder, name):
 
 
 def download(name, mirror=None, cache_dir=None):
-    """Fetch `name` from the mirror Keras uses into the cache, verifying each file's SHA-256."""
-    from keras.utils import get_file  # heavy import, only when a download is really needed
-
+    """Fetch `name` from the mirror Keras uses into the cache, each file SHA-256-verified before it takes its
+    place: a failed, corrupt or killed download leaves nothing that a later search could mistake for data."""
     mirror = mirror or os.environ.get("CNNLAB_MIRROR") or KERAS_MIRROR
     target = Path(cache_dir or cnnlab_cache_dir()) / KERAS_SUBDIR[name]
-    target.mkdir(parents=True, exist_ok=True)
-    previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # get_file has no timeout of its own: never hang offline
-    try:
-        for fname, sha256 in DOWNLOADS[name].items():
-            get_file(fname, origin=mirror.rstrip("/") + "/" + fname, file_hash=sha256, hash_algorithm="sha256",
-                     cache_dir=str(target), cache_subdir="")
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
+    for fname, sha256 in DOWNLOADS[name].items():
+        if (target / fname).is_file() and _sha256(target / fname) == sha256:
+            continue
+        url = mirror.rstrip("/") + "/" + fname
+        digest = hashlib.sha256()
+        with files.atomic_path(target / fname) as tmp:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as out:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+            if digest.hexdigest() != sha256:
+                raise DataError(f"{url} failed its checksum (SHA-256 {digest.hexdigest()[:16]}..., expected "
+                                f"{sha256[:16]}...), so it was not kept; try again, "
+                                f"or set CNNLAB_MIRROR to another mirror")
     return target
 
 

@@ -19,3 +19,21 @@ class ModelFileError(CnnlabError):
 
 class ImageError(CnnlabError):
     """An image file cannot be read or turned into a model input."""
+
+
+class TrainingInterrupted(CnnlabError):
+    """Ctrl-C: training stopped; what was saved is intact and the run can be resumed."""
+
+    def __init__(self, run_dir, epochs_completed, command="train"):
+        super().__init__(run_dir, epochs_completed)
+        self.run_dir, self.epochs_completed, self.command = run_dir, epochs_completed, command
+
+    def __str__(self):
+        done = self.epochs_completed
+        kept = (f"{'epoch 1' if done == 1 else f'epochs 1-{done}'} and the best model are kept in {self.run_dir}"
+                if done else f"no epoch had completed in {self.run_dir}")
+        return f"training interrupted; {kept}; resume with: cnnlab {self.command} --resume {self.run_dir}"
+
+
+class TrainingDiverged(CnnlabError):
+    """The loss became NaN or infinite; the last good best model is kept."""

@@ -13,22 +13,49 @@ from pathlib import Path
 
 from .errors import CnnlabError
 
+TEMP_PREFIX = ".cnnlab-tmp-"  # what a crash can leave behind: never a target name, removed by remove_temporaries
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make results unreadable to other users
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fsync_folder(folder):
+    """Make a rename survive a power cut, not only a crash (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_temporaries(folder):
+    """Delete what writes interrupted by a kill left in `folder` (the targets themselves are intact)."""
+    for leftover in Path(folder).glob(TEMP_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def write_bytes(path, data: bytes):
@@ -50,6 +77,11 @@ def save_model(model, path):
         model.save(tmp)
 
 
+def copy_file(source, path):
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        shutil.copyfile(source, tmp)
+
+
 def save_figure(fig, path, dpi=100):
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
@@ -60,7 +92,7 @@ def check_writable(folder, need_bytes=0):
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.") as f:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=TEMP_PREFIX + "write-check.") as f:
             f.write(b"\0" * 65536)
             f.flush()
             os.fsync(f.fileno())

@@ -4,9 +4,13 @@ Works for any saved Keras model with Conv2D layers: cnnlab's own `.keras` files,
 script's `.keras`, and legacy `.h5` files written by Keras 2 (`ModelCheckpoint('best_model.h5')`).
 """
 
+import json
+import re
 import zipfile
+import zlib
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 
@@ -17,16 +21,23 @@ MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def load_model(path, safe_mode=True, compile=True) -> keras.Model:
-    """Load a `.keras` or `.h5` model. Safe mode (default) refuses files that would run arbitrary code."""
+    """Load a `.keras` or `.h5` model. Safe mode (default) refuses files that would run code when loaded."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder, not a model file")
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
-    head = path.read_bytes()[:8]
+    with open(path, "rb") as f:
+        head = f.read(8)
     kind = "keras" if head.startswith(b"PK") else "h5" if head.startswith(b"\x89HDF") else None
     if kind is None or path.suffix not in MODEL_SUFFIXES:
         raise ModelFileError(f"{path}: not a Keras model file; expected a .keras (zip) or .h5 (HDF5) file saved by Keras")
-    if kind == "keras" and not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{path}: the .keras file is truncated or corrupt; use an intact copy")
+    if (kind == "keras") != (path.suffix == ".keras"):
+        holds, right = ("a .keras (zip)", ".keras") if kind == "keras" else ("an HDF5 (.h5)", ".h5")
+        raise ModelFileError(f"{path}: holds {holds} model but is named {path.suffix}; rename it to end in {right}")
+    config = _model_config(path, kind)
+    if safe_mode:
+        _refuse_code(path, config)
     try:
         model = keras.models.load_model(path, safe_mode=safe_mode, compile=compile)
     except Exception as e:  # Keras raises ValueError, TypeError, OSError, KeyError... for bad files
@@ -36,18 +47,90 @@ def load_model(path, safe_mode=True, compile=True) -> keras.Model:
     return model
 
 
+def _model_config(path, kind):
+    """The model's architecture as stored in the file (config.json of a .keras zip, model_config of an .h5)."""
+    if kind == "keras":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                text = archive.read("config.json")
+        except KeyError:
+            raise ModelFileError(f"{path}: a zip file, but not a Keras model (it has no config.json)") from None
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error):
+            raise ModelFileError(f"{path}: the .keras file is truncated or corrupt; use an intact copy") from None
+    else:
+        try:
+            with h5py.File(path, "r") as f:
+                text = f.attrs.get("model_config")
+        except OSError:
+            raise ModelFileError(f"{path}: the .h5 file is truncated or corrupt; use an intact copy") from None
+        if text is None:
+            raise ModelFileError(f"{path}: the .h5 file holds no model config (only weights or other data); "
+                                 f"save the whole model with model.save('model.keras')")
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        raise ModelFileError(f"{path}: the model config in the file is not valid JSON; the file is corrupt") from None
+
+
+def _refuse_code(path, config):
+    """Safe mode, checked here as well as by Keras: older Keras versions ignored it for .h5 files (CVE-2025-9905).
+
+    Refuses Lambda layers (their Python code is in the file), references to modules outside Keras (their
+    functions would run), and custom objects nobody registered (their code is not in the file at all).
+    """
+    for node in _config_nodes(config):
+        name = node.get("class_name")
+        if name in ("Lambda", "__lambda__"):
+            layer = node.get("config", {}).get("name", "") if isinstance(node.get("config"), dict) else ""
+            raise ModelFileError(f"{path}: refused in safe mode: Lambda layer {layer!r} holds Python code that would "
+                                 f"run when the model is loaded; if you trust the file, pass --unsafe")
+        registered = node.get("registered_name") or name
+        if isinstance(registered, str) and ">" in registered and keras.saving.get_registered_object(registered) is None:
+            raise ModelFileError(f"{path}: {_custom_object_message(registered)}")
+        module = node.get("module")
+        if isinstance(module, str) and module != "keras" and not module.startswith("keras."):
+            raise ModelFileError(f"{path}: refused in safe mode: it refers to Python module {module!r}, whose code "
+                                 f"would run when the model is loaded; if you trust the file, pass --unsafe")
+
+
+def _custom_object_message(name):
+    return (f"it uses the custom object {name!r}, whose code is not in the file; cnnlab cannot load it "
+            f"(--unsafe only allows Lambda layers, whose code is in the file)")
+
+
+def _config_nodes(node):
+    """Every dict in a nested JSON config."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _config_nodes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _config_nodes(value)
+
+
 def _explain_load_error(error):
     text = " ".join(str(error).split())
     if "safe_mode" in text or "Lambda" in text or "lambda" in text:
         return "refused in safe mode: it contains a Lambda layer or other code that would run when loaded; " \
                "if you trust the file, pass --unsafe"
-    if "Could not locate" in text or "Unknown layer" in text or "custom_objects" in text:
-        return "it uses custom layers or objects cnnlab does not know; refused (if you trust the file, pass --unsafe)"
-    if "No model config" in text or "model_config" in text:
-        return "the .h5 file holds only weights, no model config; save the whole model (model.save) instead"
-    if isinstance(error, (zipfile.BadZipFile, EOFError)) or "zip" in text.lower():
+    unknown = re.search(r"(?:Unknown layer|Could not locate (?:class|function)):? '([^']+)'", text)
+    if unknown:
+        return _custom_object_message(unknown.group(1))
+    if "could not be deserialized" in text:
+        return "it uses layers or objects this Keras version cannot rebuild; save it again with a current Keras"
+    if isinstance(error, (zipfile.BadZipFile, EOFError, zlib.error)) or "zip" in text.lower():
         return "the .keras file is truncated or corrupt; use an intact copy"
     return f"cannot be loaded by Keras ({text[:200]})"
+
+
+def check_classifier(model, num_classes, path=""):
+    """A model whose output is one score per class of the dataset it is to be scored on."""
+    shape = model.output_shape
+    if isinstance(shape, list) or len(shape) != 2 or shape[-1] != num_classes:
+        raise ModelFileError(f"{path or model.name}: model outputs {shape}, not one score for each of the "
+                             f"{num_classes} classes (None, {num_classes})")
+    return model
 
 
 def check_image_model(model, path=""):

@@ -15,11 +15,11 @@ from .config import Config, make_config
 from .data import Dataset, load_dataset
 from .errors import CnnlabError
 from .evaluate import evaluate, predict, scores
-from .inspection import (check_image_model, conv_layers, feature_maps, filter_images, load_model, trained_kernel,
-                         untrained_kernel)
+from .inspection import (check_classifier, check_image_model, conv_layers, feature_maps, filter_images, load_model,
+                         trained_kernel, untrained_kernel)
 from .model import build_model, summary_text
 from .rundir import RunDir
-from .train import load_checkpoint, set_seeds, train
+from .train import check_resumable, load_checkpoint, set_seeds, train, training_left
 
 GRID_SIZE = 32  # test images shown with their predictions
 
@@ -28,7 +28,7 @@ def new_run_dir(config: Config, out="runs", name=None) -> RunDir:
     """A fresh run directory; never one that already holds a model (a failed run must not replace a good one)."""
     name = name or f"{config.dataset}-{config.recipe}-{datetime.now():%Y%m%d-%H%M%S}"
     run = RunDir(Path(out) / name)
-    if run.best_model.exists() or run.last_model.exists():
+    if run.holds_model():
         raise CnnlabError(f"{run.path} already holds a trained model; choose another --name, or --resume {run.path}")
     files.check_writable(run.path)
     return run
@@ -36,7 +36,10 @@ def new_run_dir(config: Config, out="runs", name=None) -> RunDir:
 
 def resume_config(run_dir, **overrides) -> Config:
     """The config a run started with, with `overrides` (such as more epochs) applied."""
-    return make_config(file=RunDir(run_dir).config, **overrides)
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        raise CnnlabError(f"{run.path} is not a cnnlab run directory (it has no config.json); check the path")
+    return make_config(file=run.config, **overrides)
 
 
 def load_data(config: Config) -> Dataset:
@@ -49,17 +52,21 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None):
     `resume` is a run directory to continue from its last completed epoch; pass its own config
     (`resume_config`), else the resumed run would train differently from how it started.
     """
-    if resume:
-        run = RunDir(resume)
+    run = RunDir(resume) if resume else new_run_dir(config, out, name)
+    state = run.read_state() if resume else None
+    if state:
+        check_resumable(run, state, config)
         model = load_checkpoint(run.path)
-        print(f"Resuming {run.path} after epoch {run.read_json(run.state)['epochs_completed']}")
+        print(f"Resuming {run.path} after epoch {state['epochs_completed']}"
+              + ("" if training_left(state, config) else ": training had finished; evaluating"))
     else:
-        run = new_run_dir(config, out, name)
+        if resume:
+            print(f"Restarting {run.path} from the beginning: no epoch had completed")
         set_seeds(config.seed)
         model = build_model(config)
+    files.write_json(run.config, config.to_dict())  # from here on, a killed run can be resumed
     data = load_data(config)
     print(f"Data: {config.dataset} from {data.source}: " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()))
-    files.write_json(run.config, config.to_dict())
     summary = summary_text(model)
     print(summary)
     files.write_text(run.summary, summary + "\n")
@@ -86,6 +93,7 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None):
 
 def evaluate_model(model, data: Dataset, out_dir=None) -> dict:
     """Test loss and accuracy; with `out_dir`, also the figure of test images with predicted and true labels."""
+    check_classifier(model, len(data.class_names))
     probabilities = predict(model, data.x_test)
     test = scores(data.y_test, probabilities)
     print(f"Test ({len(data.y_test):,} images): loss {test['loss']:.4f}, accuracy {test['accuracy']:.2%}")

@@ -7,7 +7,8 @@ runs/<name>/
   best.keras         the best model by the monitored metric, saved while training
   metrics.json       validation and test scores of the best model, timings, versions
   figures/*.png      learning curves, predictions, filters, feature maps
-  checkpoint/        last completed epoch (model + optimizer) and training state, for --resume
+  checkpoint/        the last completed epoch, for --resume: epoch-NNNN.keras (model + optimizer) and
+                     state.json (history, best score, early-stopping and dropout state), the commit point
 """
 
 import csv
@@ -29,11 +30,21 @@ class RunDir:
     best_model = property(lambda self: self.path / "best.keras")
     metrics = property(lambda self: self.path / "metrics.json")
     figures = property(lambda self: self.path / "figures")
-    last_model = property(lambda self: self.path / "checkpoint" / "last.keras")
+    checkpoints = property(lambda self: self.path / "checkpoint")
     state = property(lambda self: self.path / "checkpoint" / "state.json")
 
     def figure(self, name):
         return self.figures / f"{name}.png"
+
+    def checkpoint_model(self, epoch):
+        return self.checkpoints / f"epoch-{epoch:04d}.keras"
+
+    def holds_model(self):
+        return self.best_model.exists() or self.state.exists()
+
+    def read_state(self):
+        """The training state of the last completed epoch, or None when no epoch has completed."""
+        return self.read_json(self.state) if self.state.exists() else None
 
     def read_json(self, path):
         try:
@@ -56,8 +67,13 @@ class RunDir:
     def write_history(self, history):
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        keys = list(history)
+        keys = sorted(history, key=_column_order)
         writer.writerow(keys)
         for row in zip(*(history[k] for k in keys)):
             writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
         files.write_text(self.history, out.getvalue())
+
+
+def _column_order(name):
+    """epoch, the metrics (train before val_), then learning_rate and seconds: stable across a JSON round trip."""
+    return (0 if name == "epoch" else 2 if name in ("learning_rate", "seconds") else 1, name)

@@ -1,8 +1,15 @@
 """Training: fit with the best model saved as it appears, stop when the monitored score stops improving.
 
-Everything a later step or a resume needs is written at the end of every epoch, each file atomically:
-history.csv, best.keras (when the score improved), checkpoint/last.keras and checkpoint/state.json.
-So Ctrl-C, a kill or a crash costs at most the epoch in progress, never a good model.
+At the end of every epoch, in this order, each file written atomically (temporary file + rename):
+  1. checkpoint/epoch-NNNN.keras   the model with its optimizer state;
+  2. checkpoint/state.json         the commit point: names that checkpoint, holds the history, the best score,
+                                   early stopping's counter and the dropout layers' random state;
+  3. history.csv, best.keras (a copy of the checkpoint, when the score improved); older checkpoints deleted.
+A kill before step 2 leaves the previous epoch's files, all intact; a kill after it is completed by a resume,
+which redoes step 3. So Ctrl-C, a kill or a crash costs at most the epoch in progress, never a good model.
+
+Batches are shuffled by (seed, epoch) alone and the dropout state is restored, so a resumed run trains
+exactly as the uninterrupted run would have.
 """
 
 import math
@@ -18,17 +25,9 @@ import numpy as np
 from . import files
 from .config import Config
 from .data import Dataset
-from .errors import CnnlabError
+from .errors import CnnlabError, TrainingDiverged, TrainingInterrupted
 from .inspection import load_model
 from .rundir import RunDir
-
-
-class TrainingInterrupted(CnnlabError):
-    """Ctrl-C: training stopped; what was saved is intact and the run can be resumed."""
-
-
-class TrainingDiverged(CnnlabError):
-    """The loss became NaN or infinite; the last good best model is kept."""
 
 
 @dataclass
@@ -47,65 +46,151 @@ def set_seeds(seed):
     keras.utils.set_random_seed(seed)
 
 
+def new_state():
+    return {"epochs_completed": 0, "checkpoint": None, "history": {}, "best_value": None, "best_epoch": 0,
+            "early_stopping_wait": 0, "stopped_early": False, "random_state": []}
+
+
+class EpochShuffle(keras.utils.PyDataset):
+    """The training batches of epochs `first_epoch`..`epochs - 1` as one sequence, each epoch shuffled by
+    (seed, epoch) alone, so that a resumed run gets the batches the uninterrupted run got.
+
+    Batch i depends on i only: Keras prefetches across epoch ends, which state set per epoch would race with.
+    """
+
+    def __init__(self, x, y, batch_size, seed, first_epoch, epochs):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.seed, self.first_epoch = x, y, batch_size, seed, first_epoch
+        self.steps_per_epoch = math.ceil(len(x) / batch_size)
+        self.epochs = epochs - first_epoch
+        self._orders = {}
+
+    def order(self, epoch):
+        if epoch not in self._orders:
+            self._orders = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.x)),
+                            **{e: o for e, o in self._orders.items() if e == epoch - 1}}
+        return self._orders[epoch]
+
+    def __len__(self):
+        return self.steps_per_epoch * self.epochs
+
+    def __getitem__(self, index):
+        epoch, step = divmod(index, self.steps_per_epoch)
+        rows = self.order(self.first_epoch + epoch)[step * self.batch_size:(step + 1) * self.batch_size]
+        return self.x[rows], self.y[rows]
+
+
+def _random_state_variables(model):
+    """The dropout layers' seed-generator states: not in .keras files, yet they decide the dropout masks."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _numpy(variable):
+    """A Keras variable's value as NumPy (np.asarray goes through the variable's own __array__, which NumPy 2
+    accepts; keras.ops.convert_to_numpy warns about the copy keyword on the TensorFlow backend)."""
+    return np.asarray(variable)
+
+
+def get_random_state(model):
+    return [_numpy(v).tolist() for v in _random_state_variables(model)]
+
+
+def set_random_state(model, saved):
+    variables = _random_state_variables(model)
+    if len(saved) == len(variables):  # else the model is not the one saved: keep its fresh state
+        for variable, value in zip(variables, saved):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+def finish_epoch(run: RunDir, state):
+    """Step 3 of the module docstring, from the committed state; redone on resume in case a kill cut it short."""
+    epoch = state["epochs_completed"]
+    if epoch:
+        run.write_history(state["history"])
+    if epoch and state["best_epoch"] == epoch:
+        files.copy_file(run.checkpoint_model(epoch), run.best_model)
+    for folder in (run.path, run.checkpoints):
+        files.remove_temporaries(folder)
+    for old in run.checkpoints.glob("epoch-*.keras"):
+        if old.name != state["checkpoint"]:
+            old.unlink()
+
+
 class EpochRecorder(keras.callbacks.Callback):
-    """Stop cleanly on Ctrl-C or a non-finite loss, else save this epoch's history, best model and state.
+    """Stop cleanly on Ctrl-C or a non-finite loss, else commit each completed epoch (see the module docstring).
 
     An interrupted or diverged epoch is never saved. Runs after early stopping, whose counter it saves.
     """
 
-    def __init__(self, run: RunDir, config: Config, history: dict, best_value, best_epoch, early_stopping):
+    def __init__(self, run: RunDir, config: Config, state, early_stopping):
         super().__init__()
-        self.run, self.config, self.early_stopping = run, config, early_stopping
-        self.history = history
+        self.run, self.config, self.state, self.early_stopping = run, config, state, early_stopping
         self.mode = "max" if "accuracy" in config.monitor else "min"
-        self.best_value, self.best_epoch = best_value, best_epoch
         self.interrupted = False
         self._epoch_started = 0.0
 
     def request_stop(self, *_):
-        """SIGINT handler: Keras checks stop_training after each batch."""
+        """SIGINT handler: the training loop stops at the end of the current batch."""
         self.interrupted = True
-        self.model.stop_training = True
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
         print("\nCtrl-C: stopping after this batch (press again to stop now)...", file=sys.stderr, flush=True)
 
-    def resume_hint(self):
-        return (f"the completed epochs and the best model are kept in {self.run.path}; "
-                f"resume with: cnnlab train --resume {self.run.path}")
+    def interruption(self):
+        return TrainingInterrupted(self.run.path, self.state["epochs_completed"])
+
+    def divergence(self, loss, epoch):
+        best = self.state["best_epoch"]
+        kept = (f"the best model (epoch {best}) is kept in {self.run.best_model}" if best
+                else "no epoch had completed, so no model was saved")
+        return TrainingDiverged(
+            f"loss became {loss} in epoch {epoch + 1}; training stopped; {kept}; "
+            f"start a new run with a lower --learning-rate (this one used {self.config.learning_rate})")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
 
+    def on_train_batch_end(self, batch, logs=None):
+        if self.interrupted:
+            raise self.interruption()
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise self.divergence(loss, self.state["epochs_completed"])
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if self.interrupted:
-            raise TrainingInterrupted(f"training interrupted during epoch {epoch + 1}; {self.resume_hint()}")
         loss = float(logs.get("loss", float("nan")))
         if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss became {loss} in epoch {epoch + 1}; training stopped, the best model so far is kept in "
-                f"{self.run.best_model}; lower learning_rate (now {self.config.learning_rate})")
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
-        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        row["seconds"] = time.perf_counter() - self._epoch_started
+            raise self.divergence(loss, epoch)
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
+               "learning_rate": float(_numpy(self.model.optimizer.learning_rate)),
+               "seconds": time.perf_counter() - self._epoch_started}
+        history = {key: list(values) for key, values in self.state["history"].items()}
         for key, value in row.items():
-            self.history.setdefault(key, []).append(value)
-        value = logs.get(self.config.monitor)
+            history.setdefault(key, []).append(value)
+        value, best = logs.get(self.config.monitor), self.state["best_value"]
         improved = value is not None and (
-            self.best_value is None
-            or (value > self.best_value + self.config.min_delta if self.mode == "max"
-                else value < self.best_value - self.config.min_delta))
-        if improved:
-            self.best_value, self.best_epoch = float(value), epoch + 1
-            files.save_model(self.model, self.run.best_model)
-        self.run.write_history(self.history)
-        files.save_model(self.model, self.run.last_model)
-        files.write_json(self.run.state, {
-            "epochs_completed": epoch + 1,
-            "best_value": self.best_value,
-            "best_epoch": self.best_epoch,
+            best is None or (value > best + self.config.min_delta if self.mode == "max"
+                             else value < best - self.config.min_delta))
+        checkpoint = self.run.checkpoint_model(epoch + 1)
+        try:
+            files.save_model(self.model, checkpoint)
+        except OSError as e:  # a full disk or a folder gone: the earlier epochs' files are untouched
+            raise CnnlabError(f"could not save epoch {epoch + 1} in {self.run.path}: {e.strerror or e}; "
+                              f"the earlier epochs are intact; fix that, then resume with: "
+                              f"cnnlab train --resume {self.run.path}") from None
+        self.state.update({
+            "epochs_completed": epoch + 1, "checkpoint": checkpoint.name, "history": history,
+            "best_value": float(value) if improved else best,
+            "best_epoch": epoch + 1 if improved else self.state["best_epoch"],
             "early_stopping_wait": self.early_stopping.wait,
+            "stopped_early": bool(self.model.stop_training) and epoch + 1 < self.config.epochs,
+            "random_state": get_random_state(self.model),
         })
+        files.write_json(self.run.state, self.state)
+        finish_epoch(self.run, self.state)
+        if self.interrupted:
+            raise self.interruption()
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -124,50 +209,79 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best_weights = self.resume_weights
 
 
+def training_left(state, config: Config):
+    return not state["stopped_early"] and state["epochs_completed"] < config.epochs
+
+
+def check_resumable(run: RunDir, state, config: Config):
+    """Refuse, before any data is loaded, to resume a run that has nothing left to do. A run killed after its
+    last epoch but before metrics.json was written still has its evaluation to do."""
+    if training_left(state, config) or not run.metrics.exists():
+        return
+    done = state["epochs_completed"]
+    if state["stopped_early"]:
+        raise CnnlabError(f"{run.path} already stopped early after epoch {done} ({config.monitor} stopped "
+                          f"improving); there is nothing to resume")
+    if done >= config.epochs:
+        raise CnnlabError(f"{run.path} already completed {done} of {config.epochs} epochs; raise --epochs to train on")
+
+
+def model_file_bytes(model):
+    """About the size of a .keras file of `model` with Adam's two moments: float32 weights, three copies."""
+    return 3 * 4 * model.count_params() + 100_000
+
+
 def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=None) -> TrainResult:
     """Fit `model` on data.x_train, validating on data.x_val; write history and models into `run_dir`.
 
     With `resume=True`, `model` must be the run's checkpoint (see `load_checkpoint`) and training
-    continues after the last completed epoch, with the early-stopping state it had.
+    continues after the last completed epoch, with the early-stopping and dropout state it had.
     """
     run = RunDir(run_dir)
-    files.check_writable(run.path, need_bytes=3 * 4 * model.count_params() + 10_000_000)
-    history, state, best_weights = {}, {}, None
-    if resume:
-        state = run.read_json(run.state)
-        history = {k: v[: state["epochs_completed"]] for k, v in run.read_history().items()}
-        if run.best_model.exists():
-            best_weights = load_model(run.best_model).get_weights()
-    initial_epoch = state.get("epochs_completed", 0)
-    if initial_epoch >= config.epochs:
-        raise CnnlabError(f"{run.path} already completed {initial_epoch} of {config.epochs} epochs; raise --epochs to train on")
+    # Up to two checkpoints, best.keras and one temporary copy exist at a time.
+    files.check_writable(run.path, need_bytes=4 * model_file_bytes(model) + 10_000_000)
+    state = (run.read_state() if resume else None) or new_state()
+    check_resumable(run, state, config)
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    finish_epoch(run, state)
+    best_weights = None
+    if state["best_epoch"] and config.restore_best_weights:
+        best_weights = load_model(run.best_model, compile=False).get_weights()
+    if not training_left(state, config):
+        return _result(state, config)
+    set_random_state(model, state["random_state"])
     early_stopping = ResumableEarlyStopping(
         resume_state=state, best_weights=best_weights, monitor=config.monitor, patience=config.patience,
         min_delta=config.min_delta, restore_best_weights=config.restore_best_weights, verbose=0)
-    recorder = EpochRecorder(run, config, history, state.get("best_value"), state.get("best_epoch", 0), early_stopping)
+    recorder = EpochRecorder(run, config, state, early_stopping)
+    batches = EpochShuffle(data.x_train, data.y_train, config.batch_size, config.seed, state["epochs_completed"],
+                           config.epochs)
 
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGINT, recorder.request_stop) if in_main_thread else None
     try:
         model.fit(
-            data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-            batch_size=config.batch_size, epochs=config.epochs, initial_epoch=initial_epoch,
-            callbacks=[early_stopping, recorder], shuffle=True,
+            batches, steps_per_epoch=batches.steps_per_epoch, shuffle=False,  # EpochShuffle shuffles
+            validation_data=(data.x_val, data.y_val), validation_batch_size=config.batch_size,
+            epochs=config.epochs, initial_epoch=state["epochs_completed"], callbacks=[early_stopping, recorder],
             verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
         )
     except KeyboardInterrupt:
-        raise TrainingInterrupted(f"training interrupted; {recorder.resume_hint()}") from None
+        raise recorder.interruption() from None
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous_handler)
-    epochs_run = len(history.get("epoch", []))
-    stopped_early = epochs_run < config.epochs
+    return _result(state, config)
+
+
+def _result(state, config: Config) -> TrainResult:
+    history, stopped_early = state["history"], state["stopped_early"]
     reason = (f"early stopping: {config.monitor} did not improve by more than {config.min_delta} "
-              f"for {config.patience} epoch(s) after epoch {recorder.best_epoch}") if stopped_early \
+              f"for {config.patience} epoch(s) after epoch {state['best_epoch']}") if stopped_early \
         else f"reached the maximum of {config.epochs} epochs"
     return TrainResult(
-        history=history, best_epoch=recorder.best_epoch, best_value=recorder.best_value, epochs_run=epochs_run,
-        stopped_early=stopped_early, stop_reason=reason,
+        history=history, best_epoch=state["best_epoch"], best_value=state["best_value"],
+        epochs_run=state["epochs_completed"], stopped_early=stopped_early, stop_reason=reason,
         seconds=float(np.sum(history.get("seconds", []))),
     )
 
@@ -175,6 +289,7 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
 def load_checkpoint(run_dir):
     """The model (with its optimizer state) of a run's last completed epoch, to resume training."""
     run = RunDir(run_dir)
-    if not run.last_model.exists():
-        raise CnnlabError(f"{run.path} has no checkpoint/last.keras to resume from; is it a cnnlab run directory?")
-    return load_model(run.last_model)
+    state = run.read_state()
+    if not state:
+        raise CnnlabError(f"{run.path} has no completed epoch to resume from; is it a cnnlab run directory?")
+    return load_model(run.checkpoints / state["checkpoint"])

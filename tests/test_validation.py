@@ -1,0 +1,107 @@
+"""Bad settings, through the real CLI: exit status 2 and one line that names the field and what is allowed,
+before any data is read or any model built. No traceback."""
+
+import json
+
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.config import FIELDS
+
+
+def error_of(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1, err
+    assert err[0].startswith("cnnlab: error: ")
+    return err[0].removeprefix("cnnlab: error: ")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--conv-filters", "32"], "conv_filters needs at least 2 conv blocks, got 1"),
+    (["--dense-units="], "dense_units needs at least 1 dense layer, got none"),
+    (["--dropout", "1"], "dropout must be in [0, 1), not 1.0"),
+    (["--dropout", "-0.1"], "dropout must be in [0, 1), not -0.1"),
+    (["--kernel-size", "30"], "kernel_size 30 is larger than the 28x28 feature map of conv block 1; "
+                              "use a smaller kernel_size or fewer conv blocks (at most 4)"),
+    (["--kernel-size", "9", "--conv-filters", "8,8,8"],
+     "kernel_size 9 is larger than the 7x7 feature map of conv block 3; "
+     "use a smaller kernel_size or fewer conv blocks (at most 4)"),
+    (["--conv-filters", "8,8,8,8,8"], "kernel_size 3 is larger than the 1x1 feature map of conv block 5; "
+                                      "use a smaller kernel_size or fewer conv blocks (at most 4)"),
+    (["--kernel-size", "0"], "kernel_size must be at least 1, not 0"),
+    (["--epochs", "0"], "epochs must be positive, not 0"),
+    (["--epochs", "-3"], "epochs must be positive, not -3"),
+    (["--batch-size", "0"], "batch_size must be positive, not 0"),
+    (["--batch-size", "-32"], "batch_size must be positive, not -32"),
+    (["--conv-filters", "32,x"], "conv_filters must be a whole number, not 'x'"),
+    (["--learning-rate", "0"], "learning_rate must be in (0, 10], not 0.0"),
+    (["--optimizer", "adagrad"], "optimizer must be one of adam, sgd, rmsprop, adamw, not 'adagrad'"),
+    (["--validation-split", "1"], "validation_split must be in (0, 1), not 1.0"),
+])
+def test_bad_flag_names_field_and_range(capsys, flags, message):
+    assert error_of(capsys, "train", "--dataset", "digits", *flags) == message
+
+
+def test_bad_flags_are_refused_by_run_too(capsys):
+    assert error_of(capsys, "run", "--dataset", "digits", "--epochs", "0") == "epochs must be positive, not 0"
+
+
+def test_unparsable_flag_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--epochs", "ten"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "cnnlab train: error: argument --epochs: invalid int value: 'ten'; see cnnlab train --help"]
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("unknown.toml", 'colour = "red"\nepochs = 2\n',
+     f"unknown setting(s) colour; known: {', '.join(FIELDS)}"),
+    ("typo.json", json.dumps({"epoch": 3, "droput": 0.1}),
+     f"unknown setting(s) droput, epoch; known: {', '.join(FIELDS)}"),
+    ("range.toml", "dense_units = []\n", "dense_units needs at least 1 dense layer, got none"),
+    ("kind.toml", 'dropout = "high"\n', "dropout must be a number, not 'high'"),
+    ("whole.json", json.dumps({"batch_size": 2.5}), "batch_size must be a whole number, not 2.5"),
+    ("list.json", "[1, 2]", "config file {dir}/list.json must hold a table of settings"),
+])
+def test_bad_config_file_names_field(capsys, tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    assert error_of(capsys, "train", "--config", str(tmp_path / name)) == message.format(dir=tmp_path)
+
+
+def test_unreadable_config_files(capsys, tmp_path):
+    (tmp_path / "broken.toml").write_text("epochs = = 3\n")
+    assert error_of(capsys, "train", "--config", str(tmp_path / "broken.toml")).startswith(
+        f"config file {tmp_path / 'broken.toml'} is not valid TOML: ")
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00epochs")
+    assert error_of(capsys, "train", "--config", str(tmp_path / "binary.toml")) == \
+        f"config file {tmp_path / 'binary.toml'} is not UTF-8 text; is it the right file?"
+    assert error_of(capsys, "train", "--config", str(tmp_path / "missing.toml")) == \
+        f"cannot read config file {tmp_path / 'missing.toml'}: No such file or directory"
+
+
+def fake_run(folder, epochs_completed, stopped_early=False, epochs=3):
+    """A finished run directory's config, metrics and committed state, as a run that got that far leaves them."""
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"dataset": "digits", "epochs": epochs}))
+    (folder / "metrics.json").write_text(json.dumps({"epochs_run": epochs_completed}))
+    (folder / "checkpoint" / "state.json").write_text(json.dumps(
+        {"epochs_completed": epochs_completed, "stopped_early": stopped_early, "checkpoint": "epoch-0001.keras"}))
+    return folder
+
+
+def test_resume_refusals(capsys, tmp_path):
+    done = fake_run(tmp_path / "done", 3)
+    assert error_of(capsys, "train", "--resume", str(done)) == \
+        f"{done} already completed 3 of 3 epochs; raise --epochs to train on"
+    stopped = fake_run(tmp_path / "stopped", 2, stopped_early=True)
+    assert error_of(capsys, "train", "--resume", str(stopped), "--epochs", "9") == \
+        f"{stopped} already stopped early after epoch 2 (val_loss stopped improving); there is nothing to resume"
+    assert error_of(capsys, "train", "--resume", str(done), "--dropout", "0.1", "--seed", "1") == \
+        "--resume continues a run with its own settings; only --epochs may change, not --dropout, --seed"
+    assert error_of(capsys, "train", "--resume", str(tmp_path / "nowhere")) == \
+        f"{tmp_path / 'nowhere'} is not a cnnlab run directory (it has no config.json); check the path"
+    assert error_of(capsys, "train", "--dataset", "digits", "--out", str(tmp_path), "--name", "done") == \
+        f"{done} already holds a trained model; choose another --name, or --resume {done}"
