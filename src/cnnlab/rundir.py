@@ -7,6 +7,7 @@ runs/<name>/
   best.keras         the best model by the monitored metric, saved while training
   metrics.json       validation and test scores of the best model, timings, versions
   figures/*.png      learning curves, predictions, filters, feature maps
+  report.html        all of it on one self-contained page (cnnlab.report)
   checkpoint/        last completed epoch (model + optimizer) and training state, for --resume
 """
 
@@ -29,6 +30,7 @@ class RunDir:
     best_model = property(lambda self: self.path / "best.keras")
     metrics = property(lambda self: self.path / "metrics.json")
     figures = property(lambda self: self.path / "figures")
+    report = property(lambda self: self.path / "report.html")
     last_model = property(lambda self: self.path / "checkpoint" / "last.keras")
     state = property(lambda self: self.path / "checkpoint" / "state.json")
 
