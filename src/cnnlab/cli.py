@@ -211,12 +211,12 @@ def command_report(args):
 
 
 def command_compare(args):
-    from . import report
+    from . import compare
 
-    comparison = report.compare_runs(args.runs)
-    print(report.comparison_text(comparison))
+    comparison = compare.compare_runs(args.runs)
+    print(compare.comparison_text(comparison))
     if args.html:
-        print(f"HTML: {report.write_comparison_html(comparison, args.html)}")
+        print(f"HTML: {compare.write_comparison_html(comparison, args.html)}")
 
 
 COMMANDS = {"run": command_run, "train": command_run, "data": command_data, "evaluate": command_evaluate,

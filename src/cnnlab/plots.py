@@ -135,7 +135,7 @@ def confusion_matrix_figure(counts, shares, class_names) -> Figure:
     fig = Figure(figsize=(2 * side + 1.2, side), layout="constrained")
     long_names = max(len(str(name)) for name in class_names) > 2
     panels = ((counts, "Counts", lambda v: f"{int(v)}"),
-              (shares, "Share of each true class", lambda v: f"{v:.0%}" if v >= 0.005 else "<1%"))
+              (shares, "Share of each true class", lambda v: f"{v:.0%}" if v >= 0.01 else "<1%"))
     for ax, (values, title, label) in zip(fig.subplots(1, 2), panels):
         shown = ax.imshow(values, cmap="Blues", vmin=0)
         threshold = values.max() / 2
@@ -204,7 +204,7 @@ def explanation_grid(images, cams, saliencies, titles, wrong, columns=8) -> Figu
     return fig
 
 
-MOSAIC_PIXELS = 600  # data pixels across a feature map mosaic before it wraps into another band (~2.5 screen pixels each)
+MOSAIC_PIXELS = 600  # data pixels across a feature map mosaic before it wraps into another band
 
 
 def _mosaic(tiles, rows, columns):
@@ -242,7 +242,8 @@ def feature_maps_by_class(inputs, maps, row_labels, layer_name) -> Figure:
     for band, (input_ax, maps_ax) in enumerate(axes):
         first, last = band * per_band, min(channels, (band + 1) * per_band)
         input_ax.imshow(_mosaic(inputs, n, 1), cmap=input_cmap, vmin=0, vmax=1)
-        input_ax.set_yticks([r * (input_size + 1) + (input_size - 1) / 2 for r in range(n)], [str(label) for label in row_labels], fontsize=8)
+        input_ax.set_yticks([r * (input_size + 1) + (input_size - 1) / 2 for r in range(n)],
+                            [str(label) for label in row_labels], fontsize=8)
         input_ax.set_xticks([])
         input_ax.set_title("input", fontsize=8)
         shown = maps_ax.imshow(_mosaic(scaled[:, first:last].reshape(-1, h, w), n, last - first),

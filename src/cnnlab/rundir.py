@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 
 from . import files
-from .errors import CnnlabError
+from .config import make_config
+from .errors import CnnlabError, ConfigError
 
 
 class RunDir:
@@ -44,6 +45,25 @@ class RunDir:
             raise CnnlabError(f"{path} is missing; is {self.path} a cnnlab run directory?") from None
         except (OSError, ValueError) as e:
             raise CnnlabError(f"{path} is corrupt ({e}); rebuild it or start a new run") from None
+
+    def read_config(self):
+        """The run's validated Config; a missing, unreadable or invalid config.json is named in the error."""
+        values = self.read_json(self.config)
+        if not isinstance(values, dict):
+            raise CnnlabError(f"{self.config} is corrupt (not a JSON object); rebuild it or start a new run")
+        try:
+            return make_config(**values)
+        except ConfigError as e:
+            raise CnnlabError(f"{self.config} is corrupt ({e}); rebuild it or start a new run") from None
+
+    def read_metrics(self, required=()):
+        """metrics.json as a dict that has at least the `required` keys."""
+        metrics = self.read_json(self.metrics)
+        missing = [key for key in required if key not in metrics] if isinstance(metrics, dict) else ["all"]
+        if missing:
+            raise CnnlabError(f"{self.metrics} is corrupt (lacks {', '.join(missing)}); rebuild it with cnnlab run, "
+                              f"or start a new run")
+        return metrics
 
     def read_history(self):
         """history.csv as {column: [values]} (empty when no epoch has completed)."""
