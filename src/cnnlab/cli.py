@@ -93,6 +93,26 @@ def build_parser():
     add_model_options(p, "look inside")
     p.add_argument("--index", type=int, default=0, metavar="N", help="test image to feed in (0)")
     p.add_argument("--pooling", action="store_true", help="also draw the pooling layers' feature maps")
+
+    p = sub.add_parser("report", help="one self-contained HTML page about a run or a saved model",
+                       description="Build report.html: run summary, scores, learning curves, confusion matrix, "
+                       "predictions and mistakes, filters, feature maps, Grad-CAM. From a run directory it reads "
+                       "config.json, metrics.json, history.csv and best.keras; from a model file it scores the "
+                       "model on --dataset's test set (no training history).")
+    p.add_argument("model", metavar="RUN_DIR|MODEL", help="a run directory, or a saved Keras model (.keras, .h5)")
+    p.add_argument("--dataset", choices=DATASETS, help="for a MODEL: dataset of the test images "
+                   "(default: the run's, else mnist)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's IDX files")
+    p.add_argument("--out", metavar="FILE", help="where the page goes (default: RUN_DIR/report.html, "
+                   "or MODEL's folder/MODEL-NAME-report.html)")
+    p.add_argument("--unsafe", action="store_true",
+                   help="load models whose Lambda layers or custom code run on loading (only files you trust)")
+
+    p = sub.add_parser("compare", help="runs side by side: settings that differ, epochs, time, scores",
+                       description="Print a table of runs side by side: the settings in which they differ, "
+                       "epochs, training time, validation and test scores (* marks the best).")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories to compare")
+    p.add_argument("--html", metavar="OUT", help="also write the table as an HTML page")
     return parser
 
 
@@ -172,7 +192,36 @@ def command_inspect(args):
     print("\n".join(str(p) for p in written))
 
 
-COMMANDS = {"run": command_run, "train": command_run, "data": command_data, "evaluate": command_evaluate, "inspect": command_inspect}
+def command_report(args):
+    from . import report
+
+    target = Path(args.model)
+    if target.is_dir():
+        if args.dataset or args.unsafe:
+            raise CnnlabError("a run directory's report uses the run's own dataset and model; "
+                              "--dataset and --unsafe are for a MODEL file")
+        print(f"Report: {report.report_from_run(target, args.out, data_dir=args.data_dir)}")
+        return
+    if not target.exists():
+        raise CnnlabError(f"{target}: no such run directory or model file")
+    from .inspection import load_model
+
+    model = load_model(target, safe_mode=not args.unsafe)
+    out = Path(args.out) if args.out else target.with_name(f"{target.stem}-report.html")
+    print(f"Report: {report.report_for_model(model, model_dataset(args), out, target)}")
+
+
+def command_compare(args):
+    from . import compare
+
+    comparison = compare.compare_runs(args.runs)
+    print(compare.comparison_text(comparison))
+    if args.html:
+        print(f"HTML: {compare.write_comparison_html(comparison, args.html)}")
+
+
+COMMANDS = {"run": command_run, "train": command_run, "data": command_data, "evaluate": command_evaluate,
+            "inspect": command_inspect, "report": command_report, "compare": command_compare}
 
 
 def main(argv=None):

@@ -2,9 +2,11 @@
 
 Computed from predictions rather than `model.evaluate`, so a model loaded without its training
 configuration (a plain Keras script's file, a legacy .h5) is scored the same way as cnnlab's own.
+The breakdowns (confusion matrix, per-class scores, confident mistakes) take labels and predictions only.
 """
 
 import numpy as np
+from sklearn import metrics as sk_metrics
 
 EPSILON = 1e-7  # as Keras's sparse categorical cross-entropy clips probabilities
 
@@ -28,3 +30,38 @@ def scores(labels, probabilities) -> dict:
 
 def evaluate(model, images, labels, batch_size=256) -> dict:
     return scores(labels, predict(model, images, batch_size))
+
+
+def confusion_matrix(labels, predicted, num_classes) -> np.ndarray:
+    """Counts: row i, column j = test images of class i predicted as class j (every class gets a row)."""
+    return sk_metrics.confusion_matrix(labels, predicted, labels=np.arange(num_classes))
+
+
+def normalise_rows(counts) -> np.ndarray:
+    """Each row as shares of its total: the diagonal is each class's recall; a class with no images stays 0."""
+    counts = np.asarray(counts, np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def per_class_scores(labels, predicted, class_names) -> list:
+    """Precision, recall, F1 and support of each class, worst first (lowest F1, then lowest recall)."""
+    precision, recall, f1, support = sk_metrics.precision_recall_fscore_support(
+        labels, predicted, labels=np.arange(len(class_names)), zero_division=0)
+    rows = [{"index": i, "name": name, "precision": float(precision[i]), "recall": float(recall[i]),
+             "f1": float(f1[i]), "support": int(support[i])} for i, name in enumerate(class_names)]
+    return sorted(rows, key=lambda row: (row["f1"], row["recall"], row["index"]))
+
+
+def confident_mistakes(labels, probabilities, limit=None) -> np.ndarray:
+    """Indices of the wrongly predicted images, the most confidently wrong (highest probability) first."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != np.asarray(labels))
+    order = np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")
+    return wrong[order][:limit]
+
+
+def top_k(probabilities, k=3):
+    """The k most probable classes of each image and their probabilities, most probable first."""
+    indices = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return indices, np.take_along_axis(probabilities, indices, axis=1)

@@ -105,6 +105,13 @@ def evaluate_model(model, data: Dataset, out_dir=None) -> dict:
     return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
 
 
+def filter_figure(layer):
+    """A conv layer's trained filters above a fresh initialisation of the same layer: what training changed."""
+    trained, caption = filter_images(trained_kernel(layer))
+    untrained, _ = filter_images(untrained_kernel(layer))
+    return plots.trained_vs_untrained(trained, untrained, layer.name, caption)
+
+
 def inspect_model(model, image, out_dir, title="input", include_pooling=False) -> list:
     """Filters (trained beside untrained) and feature maps of every conv layer, as PNGs in `out_dir`."""
     check_image_model(model)
@@ -116,9 +123,7 @@ def inspect_model(model, image, out_dir, title="input", include_pooling=False) -
         written.append(out_dir / f"{name}.png")
 
     for layer in conv_layers(model):
-        trained, caption = filter_images(trained_kernel(layer))
-        untrained, _ = filter_images(untrained_kernel(layer))
-        save(plots.trained_vs_untrained(trained, untrained, layer.name, caption), f"filters_{layer.name}")
+        save(filter_figure(layer), f"filters_{layer.name}")
     save(plots.input_figure(image, title), "feature_maps_input")
     for name, maps in feature_maps(model, image, include_pooling).items():
         save(plots.feature_maps_figure(maps, name), f"feature_maps_{name}")
@@ -135,6 +140,9 @@ def run(config: Config, out="runs", name=None, resume=None, verbose=None) -> Run
                   title=f"test image {index}: {data.class_names[data.y_test[index]]}")
     metrics["total_seconds"] = round(time.perf_counter() - started, 2)
     files.write_json(run_dir.metrics, metrics)
+    from .report import report_from_run  # the report builds on this module
+
+    print(f"Report: {report_from_run(run_dir.path, model=best, data=data)}")
     print(f"Run directory: {run_dir.path}")
     return run_dir
 

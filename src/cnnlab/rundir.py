@@ -7,6 +7,7 @@ runs/<name>/
   best.keras         the best model by the monitored metric, saved while training
   metrics.json       validation and test scores of the best model, timings, versions
   figures/*.png      learning curves, predictions, filters, feature maps
+  report.html        all of it on one self-contained page (cnnlab.report)
   checkpoint/        the last completed epoch, for --resume: epoch-NNNN.keras (model + optimizer) and
                      state.json (history, best score, early-stopping and dropout state), the commit point
 """
@@ -17,7 +18,8 @@ import json
 from pathlib import Path
 
 from . import files
-from .errors import CnnlabError
+from .config import make_config
+from .errors import CnnlabError, ConfigError
 
 
 class RunDir:
@@ -31,6 +33,7 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.json")
     figures = property(lambda self: self.path / "figures")
     checkpoints = property(lambda self: self.path / "checkpoint")
+    report = property(lambda self: self.path / "report.html")
     state = property(lambda self: self.path / "checkpoint" / "state.json")
 
     def figure(self, name):
@@ -53,6 +56,25 @@ class RunDir:
             raise CnnlabError(f"{path} is missing; is {self.path} a cnnlab run directory?") from None
         except (OSError, ValueError) as e:
             raise CnnlabError(f"{path} is corrupt ({e}); rebuild it or start a new run") from None
+
+    def read_config(self):
+        """The run's validated Config; a missing, unreadable or invalid config.json is named in the error."""
+        values = self.read_json(self.config)
+        if not isinstance(values, dict):
+            raise CnnlabError(f"{self.config} is corrupt (not a JSON object); rebuild it or start a new run")
+        try:
+            return make_config(**values)
+        except ConfigError as e:
+            raise CnnlabError(f"{self.config} is corrupt ({e}); rebuild it or start a new run") from None
+
+    def read_metrics(self, required=()):
+        """metrics.json as a dict that has at least the `required` keys."""
+        metrics = self.read_json(self.metrics)
+        missing = [key for key in required if key not in metrics] if isinstance(metrics, dict) else ["all"]
+        if missing:
+            raise CnnlabError(f"{self.metrics} is corrupt (lacks {', '.join(missing)}); rebuild it with cnnlab run, "
+                              f"or start a new run")
+        return metrics
 
     def read_history(self):
         """history.csv as {column: [values]} (empty when no epoch has completed)."""

@@ -1,0 +1,274 @@
+"""One self-contained HTML page per run, to understand a trained model without Python.
+
+    report_from_run("runs/digits-seed-...")        # -> runs/.../report.html
+    report_for_model(model, data, "my-report.html", "my.keras")
+
+Every figure is a PNG embedded as a data URI and the styles are inline, so the page opens offline, can be
+mailed as one file and never loads anything from the network. Figures come from `cnnlab.plots`, numbers
+from `cnnlab.evaluate`; this module only gathers them and fills the Jinja2 template templates/report.html.j2.
+"""
+
+import base64
+import io
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import environment, files, pages, plots
+from .data import Dataset
+from .errors import CnnlabError
+from .evaluate import (confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, predict, scores,
+                       top_k)
+from .explain import grad_cam, saliency
+from .inspection import check_image_model, conv_layers, feature_map_model, load_model
+from .pipeline import filter_figure, load_data
+from .rundir import RunDir
+
+SAMPLE_SIZE = 16  # first test images shown with their predictions and explained
+MISTAKES = 8  # most confident mistakes shown and explained
+TOP_K = 3
+SECTIONS = (  # (id, heading): the page's sections, top to bottom
+    ("summary", "Run summary"),
+    ("scores", "Scores"),
+    ("learning-curves", "Learning curves"),
+    ("confusion", "Confusion matrix and per-class scores"),
+    ("predictions", "Test predictions"),
+    ("filters", "Filters"),
+    ("feature-maps", "Feature maps"),
+    ("grad-cam", "Grad-CAM and saliency"),
+)
+REQUIRED_METRICS = ("val_loss", "val_accuracy", "best_epoch", "epochs_run", "stop_reason")
+REQUIRED_HISTORY = ("loss", "accuracy")
+
+
+class Steps:
+    """A counter line per step ('report [3/9] learning curves'), so a long assembly shows where it is."""
+
+    def __init__(self, total, label="report"):
+        self.total, self.label, self.done = total, label, 0
+
+    def __call__(self, what):
+        self.done += 1
+        print(f"{self.label} [{self.done}/{self.total}] {what}", flush=True)
+
+
+# ---------------------------------------------------------------- reading a run directory
+
+
+def read_run_history(run: RunDir) -> dict:
+    if not run.history.is_file():
+        raise CnnlabError(f"{run.history} is missing; is {run.path} a cnnlab run directory?")
+    history = run.read_history()
+    missing = [key for key in REQUIRED_HISTORY if key not in history]
+    if missing or not history.get("loss"):
+        what = f"lacks the column(s) {', '.join(missing)}" if missing else "has no completed epoch"
+        raise CnnlabError(f"{run.history} is corrupt ({what}); start a new run")
+    return history
+
+
+def report_from_run(run_dir, out=None, model=None, data=None, data_dir=None) -> Path:
+    """(Re)build a run directory's report.html from its config, metrics, history and best model.
+
+    `model` and `data` skip loading them again when the caller (pipeline.run) has them at hand;
+    `data_dir` overrides where the run's dataset is read from.
+    """
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise CnnlabError(f"{run.path}: no such run directory")
+    config = run.read_config()
+    metrics = run.read_metrics(REQUIRED_METRICS)
+    history = read_run_history(run)
+    if model is None:
+        model = check_image_model(load_model(run.best_model), run.best_model)
+    if data is None:
+        if data_dir:
+            config.data_dir = str(data_dir)
+        data = load_data(config)
+    return build_report(model, data, Path(out) if out else run.report, config=config, metrics=metrics,
+                        history=history, title=run.path.name, origin=f"run directory {run.path}")
+
+
+def report_for_model(model, data: Dataset, out, model_path) -> Path:
+    """A report for any saved model: no training history, so scores are computed here on the test set."""
+    return build_report(check_image_model(model, model_path), data, Path(out), title=Path(model_path).name,
+                        origin=f"model file {model_path}")
+
+
+# ---------------------------------------------------------------- building the page
+
+
+def figure_uri(fig, dpi=100) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def thumbnail_uri(image, scale=2) -> str:
+    """A test image as a small PNG, dark on white as in the figures, without going through matplotlib."""
+    from PIL import Image
+
+    pixels = np.uint8(np.round(255 * (1 - np.clip(np.asarray(image).squeeze(), 0, 1))))
+    picture = Image.fromarray(pixels).resize((pixels.shape[1] * scale, pixels.shape[0] * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def architecture(model) -> list:
+    """(layer, type, output shape, parameters) of each layer, as model.summary() shows them."""
+    rows = []
+    for layer in model.layers:
+        try:
+            shape = str(tuple(layer.output.shape))
+        except (AttributeError, ValueError):  # a layer used more than once has no single output
+            shape = "?"
+        rows.append({"name": layer.name, "type": type(layer).__name__, "shape": shape.replace("None", "batch"),
+                     "parameters": int(layer.count_params())})
+    return rows
+
+
+def duration(seconds) -> str:
+    if seconds is None:
+        return "not recorded"
+    seconds = float(seconds)
+    return f"{seconds:.1f} s" if seconds < 120 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+def explain_images(model, images, classes, label) -> tuple:
+    """Grad-CAM and saliency maps of each image for its class, with a progress bar: the slow step."""
+    print(f"  {label}: Grad-CAM and saliency of {len(images)} image(s)", flush=True)
+    bar = keras.utils.Progbar(len(images), verbose=1 if sys.stdout.isatty() else 2, unit_name="image")
+    cams, saliencies = [], []
+    for i, (image, class_index) in enumerate(zip(images, classes)):
+        cams.append(grad_cam(model, image, int(class_index)))
+        saliencies.append(saliency(model, image, int(class_index)))
+        bar.update(i + 1)
+    return np.array(cams), np.array(saliencies)
+
+
+def explanation_figure(model, data, indices, probabilities, label):
+    """An explanation figure for the test images at `indices`, each for its predicted class."""
+    if len(indices) == 0:
+        return None
+    predicted = probabilities[indices].argmax(axis=1)
+    cams, saliencies = explain_images(model, data.x_test[indices], predicted, label)
+    titles = [f"#{i}: {data.class_names[p]} {probabilities[i, p]:.0%}\ntrue: {data.class_names[data.y_test[i]]}"
+              for i, p in zip(indices, predicted)]
+    wrong = predicted != data.y_test[indices]
+    return figure_uri(plots.explanation_grid(data.x_test[indices], cams, saliencies, titles, wrong))
+
+
+def one_image_per_class(labels, num_classes) -> list:
+    """The index of the first test image of each class that has one."""
+    return [int(np.flatnonzero(labels == c)[0]) for c in range(num_classes) if np.any(labels == c)]
+
+
+def summary_section(model, data: Dataset, config, metrics) -> dict:
+    """Data, machine, durations, architecture and settings: from the run's record, else from here and now."""
+    record = metrics if metrics is not None else environment.describe()
+    return {
+        "dataset": data.name, "source": record.get("data_source", data.source),
+        "sizes": record.get("sizes", data.sizes()),
+        "layers": architecture(model), "parameters": int(model.count_params()),
+        "settings": config.to_dict() if config else None,
+        "environment": {key: record[key] for key in ("backend", "device", "python", "platform") if key in record},
+        "versions": record.get("versions", {}),
+        "durations": {
+            "training": duration(metrics.get("train_seconds")),
+            "per epoch": duration(metrics.get("seconds_per_epoch")),
+            "whole run (train, test, figures)": duration(metrics.get("total_seconds")),
+        } if metrics is not None else None,
+    }
+
+
+def score_rows(data: Dataset, probabilities, metrics) -> list:
+    """Validation (a run only) and test loss and accuracy; a run's own record wins, so the page equals metrics.json."""
+    rows = []
+    if metrics is not None:
+        rows.append({"split": "validation", "key": "val", "loss": metrics["val_loss"],
+                     "accuracy": metrics["val_accuracy"]})
+    if metrics is not None and "test_loss" in metrics:
+        test = {"loss": metrics["test_loss"], "accuracy": metrics["test_accuracy"]}
+    else:  # a model file, or a run made by `cnnlab train` that was never tested
+        test = scores(data.y_test, probabilities)
+    rows.append({"split": "test", "key": "test", **test})
+    return rows
+
+
+def confusion_section(data: Dataset, predicted) -> dict:
+    counts = confusion_matrix(data.y_test, predicted, len(data.class_names))
+    per_class = per_class_scores(data.y_test, predicted, data.class_names)
+    bars = plots.per_class_scores_figure([row["name"] for row in per_class],
+                                         *([row[key] for row in per_class] for key in ("precision", "recall", "f1")))
+    return {"confusion": figure_uri(plots.confusion_matrix_figure(counts, normalise_rows(counts), data.class_names)),
+            "per_class": per_class, "per_class_uri": figure_uri(bars),
+            "test_size": len(data.y_test), "errors": int((predicted != data.y_test).sum())}
+
+
+def mistake_rows(data: Dataset, probabilities, mistakes) -> list:
+    """Image, true class, predicted class, its probability and the top classes of each mistake."""
+    names = data.class_names
+    top_classes, top_probabilities = top_k(probabilities[mistakes], TOP_K)
+    return [{
+        "index": int(i), "image": thumbnail_uri(data.x_test[i]), "true": names[data.y_test[i]],
+        "predicted": names[classes[0]], "probability": float(probs[0]),
+        "top": [(names[c], float(p)) for c, p in zip(classes, probs)],
+    } for i, classes, probs in zip(mistakes, top_classes, top_probabilities)]
+
+
+def feature_map_figures(model, data: Dataset) -> list:
+    """Every conv layer's feature maps for the first test image of each class, one figure per layer."""
+    chosen = one_image_per_class(data.y_test, len(data.class_names))
+    extractor, layer_names = feature_map_model(model)
+    outputs = extractor.predict(data.x_test[chosen], verbose=0)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    labels = [f"{data.class_names[data.y_test[i]]} (#{i})" for i in chosen]
+    return [{"layer": name, "uri": figure_uri(plots.feature_maps_by_class(data.x_test[chosen], maps, labels, name))}
+            for name, maps in zip(layer_names, outputs)]
+
+
+def build_report(model, data: Dataset, out, *, config=None, metrics=None, history=None, title, origin) -> Path:
+    """Compute every section's figures and numbers, fill the template, write `out` atomically.
+
+    `config`, `metrics` and `history` are a run's record; without them (a model file) the page says so.
+    """
+    steps = Steps(len(SECTIONS) + 2)
+    steps("predicting the test set")
+    probabilities = predict(model, data.x_test)
+    predicted = probabilities.argmax(axis=1)
+    sample = np.arange(min(SAMPLE_SIZE, len(data.x_test)))
+    mistakes = confident_mistakes(data.y_test, probabilities, MISTAKES)
+    page = {
+        "title": title, "origin": origin, "created": f"{datetime.now():%Y-%m-%d %H:%M}",
+        "headings": {key: f"{n}. {text}" for n, (key, text) in enumerate(SECTIONS, start=1)},
+        "class_names": data.class_names, "trained_here": metrics is not None, "metrics": metrics or {},
+        "monitor": config.monitor if config else None, "top_k": TOP_K, "sample_size": len(sample),
+    }
+    steps("run summary")
+    page["summary"] = summary_section(model, data, config, metrics)
+    steps("scores")
+    page["score_rows"] = score_rows(data, probabilities, metrics)
+    steps("learning curves")
+    page["curves"] = figure_uri(plots.learning_curves(history, metrics["best_epoch"], config.monitor)) \
+        if history else None
+    steps("confusion matrix and per-class scores")
+    page.update(confusion_section(data, predicted))
+    steps("test predictions and most confident mistakes")
+    page["sample"] = figure_uri(plots.prediction_grid(data.x_test[sample], data.y_test[sample], probabilities[sample],
+                                                      data.class_names))
+    page["mistakes"] = mistake_rows(data, probabilities, mistakes)
+    steps("filters, trained beside untrained")
+    page["filters"] = [{"layer": layer.name, "uri": figure_uri(filter_figure(layer))} for layer in conv_layers(model)]
+    steps("feature maps of one test image per class")
+    page["feature_maps"] = feature_map_figures(model, data)
+    steps("Grad-CAM and saliency")
+    page["explanations"] = {
+        "sample": explanation_figure(model, data, sample, probabilities, "sample"),
+        "mistakes": explanation_figure(model, data, mistakes, probabilities, "mistakes"),
+    }
+    steps("writing the page")
+    files.write_text(out, pages.render("report.html.j2", **page))
+    return Path(out)
