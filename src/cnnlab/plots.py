@@ -118,3 +118,31 @@ def input_figure(image, title) -> Figure:
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     return fig
+
+
+def preprocessing_figure(original, model_input, top, title) -> Figure:
+    """An image as read beside the 28x28 input made from it (white ink on black, as MNIST), and its top classes.
+
+    `top` is [(class name, probability)], most probable first.
+    """
+    original = np.asarray(original)
+    fig = Figure(figsize=(8, 2.8), layout="constrained")
+    ax_read, ax_input, ax_top = fig.subplots(1, 3, width_ratios=[1, 1, 1.3])
+    ax_read.imshow(original, cmap="gray", vmin=0, vmax=1)
+    ax_read.set_title(f"as read ({original.shape[1]}x{original.shape[0]})", fontsize=9)
+    ax_input.imshow(np.asarray(model_input).squeeze(), cmap="gray", vmin=0, vmax=1)
+    ax_input.set_title("model input (28x28)", fontsize=9)
+    for ax in (ax_read, ax_input):
+        ax.set_xticks([]), ax.set_yticks([])
+    names, probabilities = zip(*top)
+    rows = np.arange(len(top))
+    ax_top.barh(rows, probabilities, color=["#1f77b4"] + ["#9ecae1"] * (len(top) - 1))
+    ax_top.set_yticks(rows, [str(n) for n in names])
+    ax_top.invert_yaxis()
+    ax_top.set_xlim(0, 1.15)
+    ax_top.set_title(f"top {len(top)}", fontsize=9)
+    for row, p in zip(rows, probabilities):
+        ax_top.text(p + 0.02, row, f"{p:.1%}", va="center", fontsize=8)
+    ax_top.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    return fig
