@@ -174,8 +174,7 @@ def test_bad_input_is_a_4xx_with_a_json_reason(client, case):
     assert words in str(response.json()["detail"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=st.binary(max_size=2000),
        content_type=st.sampled_from(["image/png", "image/gif", "application/json", "multipart/form-data; boundary=x",
                                      "multipart/form-data", "text/html", ""]),

@@ -3,21 +3,22 @@
 Bad input never costs a 500: a body over the size limit is a 413, a content type the API does not read a
 415, and an image that cannot be read or holds too many pixels a 422, each with {"detail": "why"}.
 The model is loaded once; its calls are serialised by the Classifier's lock, while reading and
-preprocessing images runs in parallel on the thread pool.
+preprocessing images runs in parallel, on at most WORKERS threads.
 """
 
 import base64
 import binascii
 import json
+import os
 import socket
 import sys
 from pathlib import Path
 
+import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
@@ -30,6 +31,7 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_PIXELS = 16_000_000  # a server decodes for anyone who can reach it: less than the CLI's 40 megapixels
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/tiff")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WORKERS = os.cpu_count() or 2  # images decoded at once: bounds the memory a burst of large uploads takes
 
 IMAGE_BODY = {  # the three ways to send an image, for /docs (the endpoints read the body themselves)
     "requestBody": {
@@ -121,6 +123,7 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
     app.add_middleware(LimitBodySize, max_bytes=max_upload_bytes)
     app.add_exception_handler(BadRequest, lambda request, e: JSONResponse({"detail": e.detail}, e.status))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    workers = anyio.CapacityLimiter(WORKERS)
 
     def class_entry(index, probability):
         return {"index": int(index), "class": names[index], "probability": round(float(probability), 6)}
@@ -182,7 +185,7 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
                                                                  "images that already are (28x28, white on black)"),
                       top_k: int = Query(3, ge=1, le=1000, description="how many of the most probable classes")):
         data = await read_image_bytes(request)
-        return await run_in_threadpool(predict_image, data, preprocess, min(top_k, len(names)))
+        return await anyio.to_thread.run_sync(predict_image, data, preprocess, min(top_k, len(names)), limiter=workers)
 
     @app.post("/api/explain", summary="Feature maps of every conv layer and a Grad-CAM map, as PNGs",
               openapi_extra=IMAGE_BODY)
@@ -190,7 +193,7 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
                       class_index: int | None = Query(None, ge=0, description="class to explain (default: the "
                                                                                "predicted one)")):
         data = await read_image_bytes(request)
-        return await run_in_threadpool(explain_image, data, preprocess, class_index)
+        return await anyio.to_thread.run_sync(explain_image, data, preprocess, class_index, limiter=workers)
 
     return app
 
