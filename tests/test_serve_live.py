@@ -1,6 +1,9 @@
 """The web app on a real socket: concurrent clients get their own answers, and a real browser draws on the page."""
 
 import io
+import re
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +15,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
+from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.serve import bind, create_app
 
@@ -101,3 +105,29 @@ def test_a_browser_draws_a_digit_and_sees_the_network_think(server_url):
             assert page.locator(".feature-map-panel").count() == 0
         finally:
             browser.close()
+
+
+def test_cnnlab_serve_command(digits_run, tmp_path, capsys):
+    """The command itself: on 127.0.0.1 by default, says where, serves; a busy port is a one-line error."""
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(digits_run / "best.keras"),
+                                    "--port", "0"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (found := re.search(r"at http://127\.0\.0\.1:(\d+)/", log.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        port = int(found.group(1))
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert main(["serve", str(digits_run / "best.keras"), "--port", str(port)]) == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

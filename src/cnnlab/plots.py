@@ -125,11 +125,10 @@ def preprocessing_figure(original, model_input, top, title) -> Figure:
 
     `top` is [(class name, probability)], most probable first.
     """
-    original = np.asarray(original)
     fig = Figure(figsize=(8, 2.8), layout="constrained")
     ax_read, ax_input, ax_top = fig.subplots(1, 3, width_ratios=[1, 1, 1.3])
     ax_read.imshow(original, cmap="gray", vmin=0, vmax=1)
-    ax_read.set_title(f"as read ({original.shape[1]}x{original.shape[0]})", fontsize=9)
+    ax_read.set_title("as read", fontsize=9)
     ax_input.imshow(np.asarray(model_input).squeeze(), cmap="gray", vmin=0, vmax=1)
     ax_input.set_title("model input (28x28)", fontsize=9)
     for ax in (ax_read, ax_input):

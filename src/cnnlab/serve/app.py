@@ -217,9 +217,8 @@ def serve(model_path, host="127.0.0.1", port=8000, safe_mode=True, max_upload_by
 
     from ..prediction import Classifier
 
-    classifier = Classifier.load(model_path, safe_mode=safe_mode)
-    app = create_app(classifier, max_upload_bytes, max_pixels)
-    sock = bind(host, port)
+    sock = bind(host, port)  # a busy port fails before the model is loaded, not after
+    app = create_app(Classifier.load(model_path, safe_mode=safe_mode), max_upload_bytes, max_pixels)
     if host not in LOOPBACK:
         print(f"cnnlab: warning: listening on {host}, so other computers can use this server", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
