@@ -25,3 +25,11 @@ def digits_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     assert main(["run", "--dataset", "digits", "--epochs", "2", "--out", str(out), "--name", "digits"]) == 0
     return out / "digits"
+
+
+@pytest.fixture(scope="session")
+def classifier(digits_run):
+    """The digits run's best model, loaded once for the prediction and web-app tests."""
+    from cnnlab.prediction import Classifier
+
+    return Classifier.load(digits_run / "best.keras")

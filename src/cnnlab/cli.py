@@ -92,6 +92,8 @@ def build_parser():
                        "and the feature maps of each conv layer for one input image.")
     add_model_options(p, "look inside")
     p.add_argument("--index", type=int, default=0, metavar="N", help="test image to feed in (0)")
+    p.add_argument("--image", metavar="FILE", help="feed in your own image instead (made MNIST-like first)")
+    p.add_argument("--no-preprocess", action="store_true", help="--image is already a 28x28 MNIST-style image")
     p.add_argument("--pooling", action="store_true", help="also draw the pooling layers' feature maps")
 
     p = sub.add_parser("report", help="one self-contained HTML page about a run or a saved model",
@@ -113,6 +115,32 @@ def build_parser():
                        "epochs, training time, validation and test scores (* marks the best).")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories to compare")
     p.add_argument("--html", metavar="OUT", help="also write the table as an HTML page")
+
+    p = sub.add_parser("predict", help="predict your own images (photos, scans, drawings) with a saved model",
+                       description="Read each image (PNG, JPEG, BMP, GIF, TIFF), make it MNIST-like (invert a light "
+                       "background, crop, fit into 20x20, centre by mass in 28x28) and predict it. A folder with "
+                       "class sub-folders (0/, 1/, ... or class names) also gets an accuracy and a confusion matrix. "
+                       "Exit status 1 when any file could not be read.")
+    p.add_argument("model", metavar="MODEL", help="saved Keras model (.keras or .h5); class names come from its run")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and folders of them")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    p.add_argument("--show", metavar="DIR", help="write a figure per image: as read, as fed to the model, top 3")
+    p.add_argument("--no-preprocess", action="store_true", help="images are already 28x28 MNIST-style "
+                   "(white ink on black): only make them grey, 28x28 and scale them to [0, 1]")
+    p.add_argument("--top", type=int, default=3, metavar="K", help="most probable classes to list (3)")
+    p.add_argument("--unsafe", action="store_true", help="load models that run code on loading (only files you trust)")
+
+    p = sub.add_parser("serve", help="a local web app: draw a digit and watch the network think",
+                       description="Serve a page to draw or upload a digit and see the class probabilities, the "
+                       "28x28 input, every conv layer's feature maps and a Grad-CAM map, with a JSON API beside it "
+                       "(/docs). Binds 127.0.0.1 (this computer only) unless --host says otherwise.")
+    p.add_argument("model", metavar="MODEL", help="saved Keras model (.keras or .h5)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="(8000)")
+    p.add_argument("--max-upload-mb", type=float, default=5.0, metavar="MB", help="largest request body accepted (5)")
+    p.add_argument("--unsafe", action="store_true", help="load models that run code on loading (only files you trust)")
     return parser
 
 
@@ -183,12 +211,17 @@ def command_inspect(args):
     from .pipeline import inspect_model
 
     model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model)
-    data = model_dataset(args)
-    if not 0 <= args.index < len(data.x_test):
-        raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
-    image, label = data.x_test[args.index], data.class_names[data.y_test[args.index]]
+    if args.image:
+        from .preprocess import prepare
+
+        image, title = prepare(args.image, preprocess=not args.no_preprocess).input, Path(args.image).name
+    else:
+        data = model_dataset(args)
+        if not 0 <= args.index < len(data.x_test):
+            raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
+        image, title = data.x_test[args.index], f"{data.name} test image {args.index}: {data.class_names[data.y_test[args.index]]}"
     out = Path(args.out) if args.out else Path(args.model).parent / "figures"
-    written = inspect_model(model, image, out, f"{data.name} test image {args.index}: {label}", args.pooling)
+    written = inspect_model(model, image, out, title, args.pooling)
     print("\n".join(str(p) for p in written))
 
 
@@ -220,14 +253,57 @@ def command_compare(args):
         print(f"HTML: {compare.write_comparison_html(comparison, args.html)}")
 
 
+
+def command_predict(args):
+    """Exit status 1 when any file failed (the others are still predicted)."""
+    import json
+
+    from .prediction import (Classifier, confusion_table, csv_text, find_images, predict_files, records, save_figures,
+                             score, table)
+
+    if args.top < 1:
+        raise CnnlabError(f"--top must be at least 1, not {args.top}")
+    classifier = Classifier.load(args.model, safe_mode=not args.unsafe)
+    names = classifier.class_names
+    results = predict_files(classifier, find_images(args.inputs, names), not args.no_preprocess,
+                            keep_images=bool(args.show))
+    scored = score(results, len(names))
+    failed = [r for r in results if r.error]
+    if args.json:
+        print(json.dumps({"model": str(args.model), "preprocess": not args.no_preprocess, "class_names": names,
+                          "results": records(results, names, args.top), "score": scored, "failed": len(failed)}, indent=2))
+    elif args.csv:
+        print(csv_text(results, names, args.top), end="")
+    else:
+        print(table(results, names, args.top))
+        if scored:
+            print(f"\nAccuracy: {scored['accuracy']:.1%} ({scored['correct']} of {scored['images']} images in class folders)")
+            print(confusion_table(scored["confusion_matrix"], names))
+    if args.show:
+        save_figures(results, names, args.show, args.top)
+        print(f"Figures: {args.show}", file=sys.stderr)
+    if failed:
+        print(f"cnnlab: {len(failed)} of {len(results)} files could not be predicted", file=sys.stderr)
+        return 1
+    return 0
+
+
+def command_serve(args):
+    from .serve import serve
+
+    serve(args.model, host=args.host, port=args.port, safe_mode=not args.unsafe,
+          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+
+
 COMMANDS = {"run": command_run, "train": command_run, "data": command_data, "evaluate": command_evaluate,
-            "inspect": command_inspect, "report": command_report, "compare": command_compare}
+            "inspect": command_inspect, "report": command_report, "compare": command_compare,
+            "predict": command_predict, "serve": command_serve}
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except CnnlabError as e:
         if isinstance(e, TrainingInterrupted):
             e.command = args.command  # resume with the command that was running: train, or run
@@ -242,4 +318,4 @@ def main(argv=None):
     except (OSError, MemoryError) as e:
         print(f"cnnlab: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    return 0
+    return status or 0

@@ -13,7 +13,12 @@ EPSILON = 1e-7  # as Keras's sparse categorical cross-entropy clips probabilitie
 
 def predict(model, images, batch_size=256) -> np.ndarray:
     """Class probabilities (N, classes); a model that ends in logits gets a softmax."""
-    outputs = np.asarray(model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0), np.float64)
+    return as_probabilities(model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0))
+
+
+def as_probabilities(outputs) -> np.ndarray:
+    """A model's outputs as probabilities: softmax applied when the model ends in logits."""
+    outputs = np.asarray(outputs, np.float64)
     sums = outputs.sum(axis=1)
     if outputs.min() < 0 or not np.allclose(sums, 1.0, atol=1e-3):
         outputs = np.exp(outputs - outputs.max(axis=1, keepdims=True))

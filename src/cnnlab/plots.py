@@ -253,3 +253,30 @@ def feature_maps_by_class(inputs, maps, row_labels, layer_name) -> Figure:
     fig.colorbar(shown, ax=axes[:, 1].tolist(), shrink=0.6, pad=0.01, label="share of the channel's maximum")
     fig.suptitle(f"{layer_name}: {channels} feature maps of {h}x{w} for each input", fontsize=11)
     return fig
+
+
+def preprocessing_figure(original, model_input, top, title) -> Figure:
+    """An image as read beside the 28x28 input made from it (white ink on black, as MNIST), and its top classes.
+
+    `top` is [(class name, probability)], most probable first.
+    """
+    fig = Figure(figsize=(8, 2.8), layout="constrained")
+    ax_read, ax_input, ax_top = fig.subplots(1, 3, width_ratios=[1, 1, 1.3])
+    ax_read.imshow(original, cmap="gray", vmin=0, vmax=1)
+    ax_read.set_title("as read", fontsize=9)
+    ax_input.imshow(np.asarray(model_input).squeeze(), cmap="gray", vmin=0, vmax=1)
+    ax_input.set_title("model input (28x28)", fontsize=9)
+    for ax in (ax_read, ax_input):
+        ax.set_xticks([]), ax.set_yticks([])
+    names, probabilities = zip(*top)
+    rows = np.arange(len(top))
+    ax_top.barh(rows, probabilities, color=["#1f77b4"] + ["#9ecae1"] * (len(top) - 1))
+    ax_top.set_yticks(rows, [str(n) for n in names])
+    ax_top.invert_yaxis()
+    ax_top.set_xlim(0, 1.15)
+    ax_top.set_title(f"top {len(top)}", fontsize=9)
+    for row, p in zip(rows, probabilities):
+        ax_top.text(p + 0.02, row, f"{p:.1%}", va="center", fontsize=8)
+    ax_top.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    return fig

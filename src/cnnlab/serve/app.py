@@ -1,0 +1,227 @@
+"""The web app: one page to draw a digit on and watch the network, and the JSON API the page uses.
+
+Bad input never costs a 500: a body over the size limit is a 413, a content type the API does not read a
+415, and an image that cannot be read or holds too many pixels a 422, each with {"detail": "why"}.
+The model is loaded once; its calls are serialised by the Classifier's lock, while reading and
+preprocessing images runs in parallel, on at most WORKERS threads.
+"""
+
+import base64
+import binascii
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import anyio.to_thread
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from ..errors import CnnlabError, ImageError
+from ..preprocess import prepare
+from . import render
+
+STATIC = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MAX_PIXELS = 16_000_000  # a server decodes for anyone who can reach it: less than the CLI's 40 megapixels
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/tiff")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WORKERS = os.cpu_count() or 2  # images decoded at once: bounds the memory a burst of large uploads takes
+
+IMAGE_BODY = {  # the three ways to send an image, for /docs (the endpoints read the body themselves)
+    "requestBody": {
+        "required": True,
+        "description": "The image: a multipart upload (field `file`), JSON with a base64 PNG (a data URL is fine), "
+                       "or the file's bytes with its image/* content type.",
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                               "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "application/json": {"schema": {"type": "object", "required": ["image"],
+                                            "properties": {"image": {"type": "string", "format": "byte"}}}},
+            **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in IMAGE_TYPES},
+        },
+    },
+}
+
+
+class BadRequest(Exception):
+    """A request the API refuses, with its HTTP status and a one-line reason."""
+
+    def __init__(self, status, detail):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class LimitBodySize:
+    """ASGI middleware: refuse bodies over `max_bytes` (413), by their Content-Length or as they stream in."""
+
+    def __init__(self, app, max_bytes):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = BadRequest(413, f"the request body is larger than the {self.max_bytes:,} bytes accepted")
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await JSONResponse({"detail": too_large.detail}, 413)(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise too_large
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+async def read_image_bytes(request: Request) -> bytes:
+    """The image sent in any of the three accepted ways (see IMAGE_BODY)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=10)
+        except HTTPException as e:  # Starlette's own verdict on a malformed multipart body
+            raise BadRequest(422, f"malformed multipart body: {e.detail}") from None
+        except (KeyError, ValueError, UnicodeError) as e:  # e.g. no boundary in the Content-Type
+            raise BadRequest(422, f"malformed multipart body ({type(e).__name__}: {e})") from None
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise BadRequest(422, "the multipart body needs the image as a file field named 'file'")
+        return await upload.read()
+    if media_type == "application/json":
+        try:
+            text = json.loads(await request.body())["image"]
+            if not isinstance(text, str):
+                raise TypeError
+            if text.startswith("data:"):  # a data URL, as canvas.toDataURL() gives
+                text = text.partition(",")[2]
+            return base64.b64decode(text, validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise BadRequest(422, 'the JSON body must be {"image": "<base64 PNG or data URL>"}') from None
+    if media_type in IMAGE_TYPES:
+        return await request.body()
+    raise BadRequest(415, f"content type {media_type or '(none)'!r} is not read here; send multipart/form-data "
+                          f"(field 'file'), application/json {{\"image\": base64}}, or {', '.join(IMAGE_TYPES)}")
+
+
+def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS) -> FastAPI:
+    """The app for one loaded `prediction.Classifier`."""
+    names = classifier.class_names
+    app = FastAPI(title="cnnlab",
+                  description=f"Draw or upload a digit and see what {classifier.name} makes of it. "
+                              f"Images: PNG, JPEG, BMP, GIF or TIFF, at most {max_upload_bytes:,} bytes and "
+                              f"{max_pixels:,} pixels.")
+    app.add_middleware(LimitBodySize, max_bytes=max_upload_bytes)
+    app.add_exception_handler(BadRequest, lambda request, e: JSONResponse({"detail": e.detail}, e.status))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    workers = anyio.CapacityLimiter(WORKERS)
+
+    def class_entry(index, probability):
+        return {"index": int(index), "class": names[index], "probability": round(float(probability), 6)}
+
+    def prepared_input(data, preprocess):
+        try:
+            return prepare(data, preprocess, max_pixels).input
+        except ImageError as e:
+            raise BadRequest(422, str(e)) from None
+
+    def prediction(image, probabilities, top_k):
+        order = np.argsort(probabilities)[::-1]
+        return {
+            "prediction": class_entry(order[0], probabilities[order[0]]),
+            "probabilities": [class_entry(i, p) for i, p in enumerate(probabilities)],
+            "top_k": [class_entry(i, probabilities[i]) for i in order[:top_k]],
+            "input": np.round(image.squeeze(), 4).tolist(),
+            "input_png": render.input_png(image),
+        }
+
+    def predict_image(data, preprocess, top_k):
+        image = prepared_input(data, preprocess)
+        return prediction(image, classifier.probabilities(image[None])[0], top_k)
+
+    def explain_image(data, preprocess, class_index):
+        if class_index is not None and class_index >= len(names):
+            raise BadRequest(422, f"class_index must be in 0..{len(names) - 1}, not {class_index}")
+        image = prepared_input(data, preprocess)
+        found = classifier.explain(image, class_index)
+        maps = []
+        for layer, activations in found["feature_maps"].items():
+            png, columns = render.feature_map_png(activations)
+            height, width, channels = activations.shape
+            maps.append({"layer": layer, "height": height, "width": width, "channels": channels,
+                         "columns": columns, "png": png})
+        return {
+            **prediction(image, found["probabilities"], 3),
+            "explained": class_entry(found["class_index"], found["probabilities"][found["class_index"]]),
+            "feature_maps": maps,
+            "grad_cam": {"layer": found["grad_cam_layer"], "heatmap": np.round(found["grad_cam"], 4).tolist(),
+                         "png": render.grad_cam_png(image, found["grad_cam"])},
+        }
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz", summary="Is the server up, and with which model")
+    def healthz():
+        return {"status": "ok", "model": classifier.name}
+
+    @app.get("/api/model", summary="The model's architecture and class names")
+    def model_summary():
+        return classifier.summary()
+
+    @app.post("/api/predict", summary="Class probabilities of an image", openapi_extra=IMAGE_BODY)
+    async def predict(request: Request,
+                      preprocess: bool = Query(True, description="make the image MNIST-like first; false for "
+                                                                 "images that already are (28x28, white on black)"),
+                      top_k: int = Query(3, ge=1, le=1000, description="how many of the most probable classes")):
+        data = await read_image_bytes(request)
+        return await anyio.to_thread.run_sync(predict_image, data, preprocess, min(top_k, len(names)), limiter=workers)
+
+    @app.post("/api/explain", summary="Feature maps of every conv layer and a Grad-CAM map, as PNGs",
+              openapi_extra=IMAGE_BODY)
+    async def explain(request: Request, preprocess: bool = Query(True, description="as for /api/predict"),
+                      class_index: int | None = Query(None, ge=0, description="class to explain (default: the "
+                                                                               "predicted one)")):
+        data = await read_image_bytes(request)
+        return await anyio.to_thread.run_sync(explain_image, data, preprocess, class_index, limiter=workers)
+
+    return app
+
+
+def bind(host="127.0.0.1", port=8000) -> socket.socket:
+    """A listening socket (port 0: any free port), so a busy port is a one-line error, not a traceback."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port or --host") from None
+    return sock
+
+
+def serve(model_path, host="127.0.0.1", port=8000, safe_mode=True, max_upload_bytes=MAX_UPLOAD_BYTES,
+          max_pixels=MAX_PIXELS):
+    """Load the model once and serve the page and the API until Ctrl-C."""
+    import uvicorn
+
+    from ..prediction import Classifier
+
+    sock = bind(host, port)  # a busy port fails before the model is loaded, not after
+    app = create_app(Classifier.load(model_path, safe_mode=safe_mode), max_upload_bytes, max_pixels)
+    if host not in LOOPBACK:
+        print(f"cnnlab: warning: listening on {host}, so other computers can use this server", file=sys.stderr)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"Serving {model_path} at http://{shown}:{sock.getsockname()[1]}/ (API docs at /docs); Ctrl-C stops",
+          file=sys.stderr)
+    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])

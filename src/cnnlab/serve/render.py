@@ -1,0 +1,69 @@
+"""Arrays -> small PNGs (base64) for the page and the JSON API: inputs, feature-map mosaics, Grad-CAM overlays.
+
+PNGs are sent at their natural size (28x28, a mosaic of 14x14 maps...); the page enlarges them without
+smoothing, so each pixel the model saw stays a visible square.
+"""
+
+import base64
+import io
+import math
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+GAP = 1  # pixels between the maps of a mosaic
+OVERLAY_SCALE = 4  # Grad-CAM overlays are drawn at 4x: the heat map is smooth, the input's pixels stay crisp
+
+
+def png_base64(pixels) -> str:
+    """uint8 (h, w) grey or (h, w, 3|4) colour pixels as a base64 PNG."""
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(out, "PNG")
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def to_uint8(values) -> np.ndarray:
+    return (np.clip(np.asarray(values, np.float64), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def input_png(image) -> str:
+    """The (28, 28, 1) model input as the model sees it: white ink on black."""
+    return png_base64(to_uint8(np.asarray(image).squeeze()))
+
+
+def mosaic(maps, columns):
+    """(h, w, channels) -> one (rows*h, columns*w) image with GAP-wide NaN seams, and the number of columns."""
+    height, width, channels = maps.shape
+    columns = min(columns, channels)
+    rows = math.ceil(channels / columns)
+    sheet = np.full((rows * (height + GAP) - GAP, columns * (width + GAP) - GAP), np.nan, np.float32)
+    for c in range(channels):
+        top, left = (c // columns) * (height + GAP), (c % columns) * (width + GAP)
+        sheet[top:top + height, left:left + width] = maps[..., c]
+    return sheet, columns
+
+
+def feature_map_png(maps) -> tuple:
+    """All channels of a conv layer's output as one viridis mosaic on the layer's own scale (as plots.image_grid).
+
+    8 maps a row up to 32 channels, 16 beyond: a mosaic about twice as wide as tall. Returns (PNG, columns).
+    """
+    maps = np.asarray(maps, np.float32)
+    sheet, columns = mosaic(maps, 8 if maps.shape[-1] <= 32 else 16)
+    low, high = float(np.nanmin(sheet)), float(np.nanmax(sheet))
+    scaled = (sheet - low) / (high - low) if high > low else np.zeros_like(sheet)
+    rgba = colormaps["viridis"](np.nan_to_num(scaled), bytes=True)
+    rgba[np.isnan(sheet)] = (255, 255, 255, 255)
+    return png_base64(rgba), columns
+
+
+def grad_cam_png(image, heat, opacity=0.55) -> str:
+    """The input (grey, ink white) with the Grad-CAM heat map laid over it in 'jet', stronger where hotter."""
+    image = np.asarray(image, np.float32).squeeze()
+    size = (image.shape[1] * OVERLAY_SCALE, image.shape[0] * OVERLAY_SCALE)
+    base = np.asarray(Image.fromarray(to_uint8(image)).resize(size, Image.Resampling.NEAREST), np.float32) / 255
+    heat = np.asarray(Image.fromarray(np.asarray(heat, np.float32), "F").resize(size, Image.Resampling.BILINEAR))
+    colour = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+    weight = opacity * np.clip(heat, 0, 1)[..., None]
+    return png_base64(to_uint8(base[..., None] * (1 - weight) + colour * weight))

@@ -1,0 +1,213 @@
+"use strict";
+// Draw on the canvas; while a stroke goes on, /api/predict updates the bars; when it ends, /api/explain
+// adds the feature maps and Grad-CAM. One request at a time: what is asked meanwhile waits, the last ask wins.
+
+const canvas = document.getElementById("canvas");
+const pen = canvas.getContext("2d");
+const preprocess = document.getElementById("preprocess");
+const statusLine = document.getElementById("status");
+const INK_WIDTH = 20;  // on the 280 px canvas: about MNIST's pen once a digit is scaled into 20x20
+const LIVE_INTERVAL_MS = 150;
+
+let classNames = [];
+let drawing = false, last = null, drawn = false, lastLive = 0;
+let upload = null;  // an uploaded file is sent as it is, until someone draws over it
+let busy = false, queued = null;
+
+function setStatus(text, isError = false) {
+  statusLine.textContent = text;
+  statusLine.classList.toggle("error", isError);
+}
+
+function blankCanvas() {
+  pen.fillStyle = "#fff";
+  pen.fillRect(0, 0, canvas.width, canvas.height);
+}
+
+function position(event) {
+  const box = canvas.getBoundingClientRect();
+  return {x: (event.clientX - box.left) * canvas.width / box.width,
+          y: (event.clientY - box.top) * canvas.height / box.height};
+}
+
+function stroke(from, to) {
+  pen.strokeStyle = "#000";
+  pen.lineWidth = INK_WIDTH;
+  pen.lineCap = pen.lineJoin = "round";
+  pen.beginPath();
+  pen.moveTo(from.x, from.y);
+  pen.lineTo(to.x, to.y);
+  pen.stroke();
+}
+
+canvas.addEventListener("pointerdown", (event) => {
+  event.preventDefault();
+  canvas.setPointerCapture(event.pointerId);
+  drawing = true;
+  drawn = true;
+  upload = null;
+  last = position(event);
+  stroke(last, last);
+});
+
+canvas.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  const point = position(event);
+  stroke(last, point);
+  last = point;
+  if (performance.now() - lastLive > LIVE_INTERVAL_MS) {
+    lastLive = performance.now();
+    ask("predict");
+  }
+});
+
+function endStroke() {
+  if (!drawing) return;
+  drawing = false;
+  ask("explain");
+}
+canvas.addEventListener("pointerup", endStroke);
+canvas.addEventListener("pointercancel", endStroke);
+
+document.getElementById("clear").addEventListener("click", () => {
+  blankCanvas();
+  drawn = false;
+  upload = null;
+  queued = null;
+  showEmpty();
+  setStatus("Draw a digit with the mouse or a finger.");
+});
+
+document.getElementById("upload").addEventListener("change", async (event) => {
+  const file = event.target.files[0];
+  event.target.value = "";
+  if (!file) return;
+  blankCanvas();
+  try {  // show it on the canvas (browsers cannot draw TIFF: then the canvas stays white)
+    const bitmap = await createImageBitmap(file);
+    const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
+    const w = bitmap.width * scale, h = bitmap.height * scale;
+    pen.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+  } catch (error) { /* the server still reads it, or says why not */ }
+  upload = file;
+  drawn = true;
+  ask("explain");
+});
+
+preprocess.addEventListener("change", () => { if (drawn) ask("explain"); });
+
+async function imageRequest() {
+  if (upload) {
+    const form = new FormData();
+    form.append("file", upload, upload.name);
+    return {method: "POST", body: form};
+  }
+  return {method: "POST", headers: {"Content-Type": "application/json"},
+          body: JSON.stringify({image: canvas.toDataURL("image/png")})};
+}
+
+async function ask(kind) {
+  if (!drawn) return;
+  if (busy) {
+    queued = queued === "explain" ? "explain" : kind;  // an explain asked for is never downgraded
+    return;
+  }
+  busy = true;
+  try {
+    const response = await fetch(`/api/${kind}?preprocess=${preprocess.checked}`, await imageRequest());
+    const answer = await response.json();
+    if (!drawn) return;  // cleared meanwhile
+    if (response.ok) {
+      showPrediction(answer);
+      if (kind === "explain") showExplanation(answer);
+      setStatus(upload ? `Uploaded ${upload.name}.` : "Draw more, or clear and start again.");
+    } else {
+      setStatus(answer.detail || `The server answered ${response.status}.`, true);
+      showEmpty();
+    }
+  } catch (error) {
+    setStatus(`No answer from the server (${error.message}).`, true);
+  } finally {
+    busy = false;
+    if (queued) {
+      const next = queued;
+      queued = null;
+      ask(next);
+    }
+  }
+}
+
+function buildBars(names) {
+  const list = document.getElementById("probabilities");
+  list.replaceChildren(...names.map((name, index) => {
+    const row = document.createElement("li");
+    row.className = "bar";
+    row.dataset.index = index;
+    row.innerHTML = '<span class="name"></span><span class="track"><span class="fill"></span></span>' +
+                    '<span class="value">–</span>';
+    row.querySelector(".name").textContent = name;
+    return row;
+  }));
+}
+
+function showPrediction(answer) {
+  document.getElementById("prediction").textContent =
+    `${answer.prediction.class} (${(100 * answer.prediction.probability).toFixed(1)}%)`;
+  for (const entry of answer.probabilities) {
+    const row = document.querySelector(`#probabilities .bar[data-index="${entry.index}"]`);
+    row.dataset.probability = entry.probability;
+    row.classList.toggle("top", entry.index === answer.prediction.index);
+    row.querySelector(".fill").style.width = `${100 * entry.probability}%`;
+    row.querySelector(".value").textContent = `${(100 * entry.probability).toFixed(1)}%`;
+  }
+  document.getElementById("input-image").src = `data:image/png;base64,${answer.input_png}`;
+}
+
+function showExplanation(answer) {
+  document.getElementById("grad-cam").src = `data:image/png;base64,${answer.grad_cam.png}`;
+  document.getElementById("grad-cam-caption").textContent =
+    `Grad-CAM of “${answer.explained.class}” on ${answer.grad_cam.layer}`;
+  const panels = answer.feature_maps.map((maps) => {
+    const panel = document.createElement("figure");
+    panel.className = "feature-map-panel";
+    const image = document.createElement("img");
+    const width = maps.columns * (maps.width + 1) - 1;
+    const zoom = Math.max(1, Math.floor(480 / width));  // every layer's mosaic about 480 px wide
+    image.src = `data:image/png;base64,${maps.png}`;
+    image.style.width = `${width * zoom}px`;
+    image.alt = `${maps.channels} feature maps of ${maps.layer}`;
+    const caption = document.createElement("figcaption");
+    caption.textContent = `${maps.layer}: ${maps.channels} maps of ${maps.height}×${maps.width}`;
+    panel.append(caption, image);
+    return panel;
+  });
+  document.getElementById("feature-maps").replaceChildren(...panels);
+}
+
+function showEmpty() {
+  document.getElementById("prediction").textContent = "";
+  for (const row of document.querySelectorAll("#probabilities .bar")) {
+    delete row.dataset.probability;
+    row.classList.remove("top");
+    row.querySelector(".fill").style.width = "0";
+    row.querySelector(".value").textContent = "–";
+  }
+  for (const id of ["input-image", "grad-cam"]) document.getElementById(id).removeAttribute("src");
+  document.getElementById("grad-cam-caption").textContent = "Grad-CAM: where it looked";
+  document.getElementById("feature-maps").innerHTML = '<p class="empty">Draw to see them.</p>';
+}
+
+async function start() {
+  blankCanvas();
+  try {
+    const model = await (await fetch("/api/model")).json();
+    classNames = model.class_names;
+    buildBars(classNames);
+    document.getElementById("model").textContent =
+      `${model.name}: ${model.parameters.toLocaleString("en")} parameters, conv layers ${model.conv_layers.join(", ")}`;
+  } catch (error) {
+    setStatus(`Cannot reach the server (${error.message}).`, true);
+  }
+}
+
+start();

@@ -1,0 +1,184 @@
+"""The web app's JSON API through FastAPI's TestClient: every endpoint, and every kind of bad input as a 4xx."""
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw
+
+from cnnlab.preprocess import prepare
+from cnnlab.serve import create_app
+
+MAX_UPLOAD = 200_000
+
+
+@pytest.fixture(scope="module")
+def client(classifier):
+    # raise_server_exceptions: a 500 would fail the test with its traceback instead of passing as a status
+    with TestClient(create_app(classifier, max_upload_bytes=MAX_UPLOAD, max_pixels=1_000_000),
+                    raise_server_exceptions=True) as c:
+        yield c
+
+
+def drawing(fmt="PNG") -> bytes:
+    """A 4 drawn with a thick pen, black on a white 280x280 canvas, as the page sends it."""
+    img = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(img).line([(170, 40), (70, 170), (210, 170)], fill="black", width=20)
+    ImageDraw.Draw(img).line([(170, 40), (170, 240)], fill="black", width=20)
+    out = io.BytesIO()
+    img.save(out, fmt)
+    return out.getvalue()
+
+
+def png_bytes(img) -> bytes:
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
+
+
+def decode_png(text) -> Image.Image:
+    img = Image.open(io.BytesIO(base64.b64decode(text)))
+    img.load()
+    return img
+
+
+def test_healthz_and_model(client, classifier):
+    assert client.get("/healthz").json() == {"status": "ok", "model": "best.keras"}
+    model = client.get("/api/model").json()
+    assert model["class_names"] == [str(d) for d in range(10)] and model["conv_layers"] == ["conv_1", "conv_2"]
+    assert model["input_shape"] == [28, 28, 1] and model["parameters"] == classifier.model.count_params()
+    assert [layer["output_shape"] for layer in model["layers"][:2]] == [[28, 28, 32], [14, 14, 32]]
+    assert "conv_1" in model["summary"]
+
+
+def test_page_static_files_and_docs(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text and "/static/app.js" in page.text
+    assert "http" not in page.text.replace("http-equiv", "")  # no CDN: everything comes from this server
+    for name in ("app.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+    assert client.get("/docs").status_code == 200
+    body = client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json", "image/png"} <= set(body)
+
+
+def test_predict_an_upload(client, classifier):
+    data = drawing()
+    answer = client.post("/api/predict", files={"file": ("four.png", data, "image/png")}).json()
+    expected_input = prepare(data).input
+    expected = classifier.probabilities(expected_input[None])[0]
+    assert len(answer["probabilities"]) == 10
+    assert [p["probability"] for p in answer["probabilities"]] == pytest.approx(expected, abs=1e-6)
+    assert sum(p["probability"] for p in answer["probabilities"]) == pytest.approx(1, abs=1e-5)
+    assert answer["prediction"]["index"] == int(np.argmax(expected)) == answer["top_k"][0]["index"]
+    assert [t["probability"] for t in answer["top_k"]] == sorted((t["probability"] for t in answer["top_k"]),
+                                                                  reverse=True)
+    assert len(answer["top_k"]) == 3
+    np.testing.assert_allclose(answer["input"], expected_input[..., 0], atol=1e-4)
+    assert decode_png(answer["input_png"]).size == (28, 28)
+
+
+def test_the_three_ways_to_send_an_image_agree(client):
+    data = drawing()
+    by_upload = client.post("/api/predict", files={"file": ("x.png", data, "image/png")}).json()
+    by_base64 = client.post("/api/predict", json={"image": base64.b64encode(data).decode()}).json()
+    by_data_url = client.post("/api/predict",
+                              json={"image": "data:image/png;base64," + base64.b64encode(data).decode()}).json()
+    by_body = client.post("/api/predict", content=data, headers={"Content-Type": "image/png"}).json()
+    assert by_upload == by_base64 == by_data_url == by_body
+
+
+def test_top_k_and_no_preprocessing(client, classifier):
+    data = drawing()
+    assert len(client.post("/api/predict?top_k=5", content=data, headers={"Content-Type": "image/png"})
+               .json()["top_k"]) == 5
+    assert len(client.post("/api/predict?top_k=50", content=data, headers={"Content-Type": "image/png"})
+               .json()["top_k"]) == 10
+    mnist_style = np.zeros((28, 28), np.uint8)
+    mnist_style[6:22, 12:16] = 255
+    answer = client.post("/api/predict?preprocess=false", content=png_bytes(Image.fromarray(mnist_style)),
+                         headers={"Content-Type": "image/png"}).json()
+    np.testing.assert_allclose(answer["input"], mnist_style / 255, atol=1e-4)
+
+
+def test_explain(client, classifier):
+    answer = client.post("/api/explain", files={"file": ("four.png", drawing(), "image/png")}).json()
+    assert answer["explained"] == answer["prediction"]
+    maps = {m["layer"]: m for m in answer["feature_maps"]}
+    assert list(maps) == ["conv_1", "conv_2"]
+    for m, (size, channels, columns) in zip(maps.values(), [(28, 32, 8), (14, 64, 16)]):
+        assert (m["height"], m["width"], m["channels"], m["columns"]) == (size, size, channels, columns)
+        rows = channels // columns
+        assert decode_png(m["png"]).size == (columns * (size + 1) - 1, rows * (size + 1) - 1)
+    heat = np.array(answer["grad_cam"]["heatmap"])
+    assert heat.shape == (28, 28) and heat.min() >= 0 and heat.max() == pytest.approx(1, abs=1e-3)
+    assert answer["grad_cam"]["layer"] == "conv_2" and decode_png(answer["grad_cam"]["png"]).size == (112, 112)
+    other = (answer["prediction"]["index"] + 1) % 10
+    again = client.post(f"/api/explain?class_index={other}", files={"file": ("four.png", drawing(), "image/png")})
+    assert again.json()["explained"]["index"] == other and again.json()["prediction"] == answer["prediction"]
+
+
+def multipart_without_boundary(client):
+    return client.post("/api/predict", content=b"--x\r\n", headers={"Content-Type": "multipart/form-data"})
+
+
+BAD_REQUESTS = {
+    # name: (request, expected status, words of the reason)
+    "wrong content type": (lambda c: c.post("/api/predict", content=b"7", headers={"Content-Type": "text/plain"}),
+                           415, "content type 'text/plain'"),
+    "no content type": (lambda c: c.post("/api/predict", content=b"7"), 415, "(none)"),
+    "form instead of multipart": (lambda c: c.post("/api/predict", data={"image": "7"}), 415, "urlencoded"),
+    "not an image": (lambda c: c.post("/api/predict", files={"file": ("x.png", b"hello", "image/png")}),
+                     422, "not an image"),
+    "empty upload": (lambda c: c.post("/api/predict", files={"file": ("x.png", b"", "image/png")}), 422, "not an image"),
+    "truncated PNG": (lambda c: c.post("/api/explain", content=drawing()[:500], headers={"Content-Type": "image/png"}),
+                      422, "truncated or corrupt"),
+    "too many pixels": (lambda c: c.post("/api/predict", content=png_bytes(Image.new("1", (2000, 1000))),
+                                         headers={"Content-Type": "image/png"}), 422, "more pixels than the 1,000,000"),
+    "blank canvas": (lambda c: c.post("/api/predict", content=png_bytes(Image.new("L", (280, 280), 255)),
+                                      headers={"Content-Type": "image/png"}), 422, "no digit found"),
+    "body too large": (lambda c: c.post("/api/predict", content=bytes(MAX_UPLOAD + 1),
+                                        headers={"Content-Type": "image/png"}), 413, "larger than the 200,000 bytes"),
+    "body too large, streamed": (lambda c: c.post("/api/predict", content=iter([bytes(100_000)] * 3),
+                                                  headers={"Content-Type": "image/png"}), 413, "larger than"),
+    "upload too large": (lambda c: c.post("/api/explain", files={"file": ("x.png", bytes(MAX_UPLOAD), "image/png")}),
+                         413, "larger than"),
+    "malformed JSON": (lambda c: c.post("/api/predict", content=b"{", headers={"Content-Type": "application/json"}),
+                       422, "JSON body must be"),
+    "JSON without image": (lambda c: c.post("/api/predict", json={"picture": "x"}), 422, "JSON body must be"),
+    "JSON image not text": (lambda c: c.post("/api/predict", json={"image": 7}), 422, "JSON body must be"),
+    "JSON list": (lambda c: c.post("/api/predict", json=["image"]), 422, "JSON body must be"),
+    "bad base64": (lambda c: c.post("/api/predict", json={"image": "not base64!"}), 422, "JSON body must be"),
+    "multipart without file": (lambda c: c.post("/api/predict", files={"other": ("x.png", drawing(), "image/png")}),
+                               422, "field named 'file'"),
+    "multipart field not a file": (lambda c: c.post("/api/predict", data={"file": "7"}, files={"x": ("x", b"")}),
+                                   422, "field named 'file'"),
+    "multipart without boundary": (multipart_without_boundary, 422, "malformed multipart"),
+    "top_k 0": (lambda c: c.post("/api/predict?top_k=0", content=drawing(), headers={"Content-Type": "image/png"}),
+                422, "greater than or equal to 1"),
+    "class_index out of range": (lambda c: c.post("/api/explain?class_index=10", content=drawing(),
+                                                  headers={"Content-Type": "image/png"}), 422, "class_index must be in"),
+    "GET on a POST endpoint": (lambda c: c.get("/api/predict"), 405, "Method Not Allowed"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_input_is_a_4xx_with_a_json_reason(client, case):
+    send, status, words = BAD_REQUESTS[case]
+    response = send(client)
+    assert response.status_code == status, response.text
+    assert words in str(response.json()["detail"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.binary(max_size=2000),
+       content_type=st.sampled_from(["image/png", "image/gif", "application/json", "multipart/form-data; boundary=x",
+                                     "multipart/form-data", "text/html", ""]),
+       endpoint=st.sampled_from(["/api/predict", "/api/explain"]))
+def test_random_bodies_never_cost_a_500(client, body, content_type, endpoint):
+    response = client.post(endpoint, content=body, headers={"Content-Type": content_type} if content_type else {})
+    assert response.status_code in (200, 413, 415, 422), response.text

@@ -1,0 +1,133 @@
+"""The web app on a real socket: concurrent clients get their own answers, and a real browser draws on the page."""
+
+import io
+import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.data import load_dataset
+from cnnlab.serve import bind, create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def server_url(classifier):
+    """uvicorn on 127.0.0.1 and a free port, in a thread, for this module's tests."""
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(classifier), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_concurrent_requests_each_get_their_own_answer(server_url):
+    """16 threads at once, each with a different digit: a shared, unlocked model would mix them up."""
+    images = load_dataset("digits").x_test[:16]
+    bodies = []
+    for image in images:
+        out = io.BytesIO()
+        Image.fromarray(np.round(image[..., 0] * 255).astype(np.uint8)).save(out, "PNG")
+        bodies.append(out.getvalue())
+
+    def ask(i, endpoint="predict"):
+        with httpx.Client(base_url=server_url, timeout=60) as client:
+            response = client.post(f"/api/{endpoint}?preprocess=false", content=bodies[i % 16],
+                                   headers={"Content-Type": "image/png"})
+        assert response.status_code == 200, response.text
+        return [p["probability"] for p in response.json()["probabilities"]]
+
+    alone = [ask(i) for i in range(16)]
+    assert len({tuple(np.round(a, 3)) for a in alone}) > 8  # different digits, different answers
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        together = list(pool.map(ask, range(48), ["predict", "explain", "predict"] * 16))
+    for i, probabilities in enumerate(together):
+        np.testing.assert_allclose(probabilities, alone[i % 16], atol=1e-5)
+
+
+def test_a_browser_draws_a_digit_and_sees_the_network_think(server_url):
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (make browser installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(server_url)
+            page.wait_for_selector("#probabilities .bar")
+            box = page.locator("#canvas").bounding_box()
+            stroke = [(190, 60), (100, 60), (90, 130), (170, 130), (190, 180), (160, 230), (90, 230)]  # a 5
+            page.mouse.move(box["x"] + stroke[0][0], box["y"] + stroke[0][1])
+            page.mouse.down()
+            for x, y in stroke[1:]:
+                page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
+            page.mouse.up()
+            page.wait_for_function("document.querySelectorAll('.feature-map-panel img').length >= 2 && "
+                                   "[...document.querySelectorAll('.feature-map-panel img, #grad-cam')]"
+                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+            values = page.locator("#probabilities .bar .value").all_text_contents()
+            probabilities = [float(p) for p in page.locator("#probabilities .bar").evaluate_all(
+                "rows => rows.map(r => r.dataset.probability)")]
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "serve.png", full_page=True)
+            assert len(values) == 10 and all(v.endswith("%") for v in values)
+            assert sum(probabilities) == pytest.approx(1, abs=1e-4)
+            assert page.locator(".feature-map-panel").count() >= 2
+            assert page.locator("#input-image").evaluate("i => i.naturalWidth") == 28
+            assert not errors, errors
+
+            page.click("#clear")
+            assert page.locator("#probabilities .bar .value").all_text_contents() == ["–"] * 10
+            assert page.locator(".feature-map-panel").count() == 0
+        finally:
+            browser.close()
+
+
+def test_cnnlab_serve_command(digits_run, tmp_path, capsys):
+    """The command itself: on 127.0.0.1 by default, says where, serves; a busy port is a one-line error."""
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(digits_run / "best.keras"),
+                                    "--port", "0"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (found := re.search(r"at http://127\.0\.0\.1:(\d+)/", log.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        port = int(found.group(1))
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert main(["serve", str(digits_run / "best.keras"), "--port", str(port)]) == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
