@@ -19,7 +19,7 @@ from .inspection import (check_image_model, conv_layers, feature_maps, filter_im
                          untrained_kernel)
 from .model import build_model, summary_text
 from .rundir import RunDir
-from .train import load_checkpoint, set_seeds, train
+from .train import load_checkpoint, set_seeds, steps_per_epoch, train
 
 GRID_SIZE = 32  # test images shown with their predictions
 
@@ -53,11 +53,12 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None):
         run = RunDir(resume)
         model = load_checkpoint(run.path)
         print(f"Resuming {run.path} after epoch {run.read_json(run.state)['epochs_completed']}")
+        data = load_data(config)
     else:
         run = new_run_dir(config, out, name)
         set_seeds(config.seed)
-        model = build_model(config)
-    data = load_data(config)
+        data = load_data(config)
+        model = build_model(config, steps_per_epoch=steps_per_epoch(config, data))
     print(f"Data: {config.dataset} from {data.source}: " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()))
     files.write_json(run.config, config.to_dict())
     summary = summary_text(model)

@@ -88,8 +88,9 @@ class EpochRecorder(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row["seconds"] = time.perf_counter() - self._epoch_started
-        for key, value in row.items():
-            self.history.setdefault(key, []).append(value)
+        done = len(self.history.get("epoch", []))
+        for key in {**self.history, **row}:  # epochs without validation leave NaN in the val_ columns
+            self.history.setdefault(key, [math.nan] * done).append(row.get(key, math.nan))
         value = logs.get(self.config.monitor)
         improved = value is not None and (
             self.best_value is None
@@ -109,7 +110,7 @@ class EpochRecorder(keras.callbacks.Callback):
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """Keras's EarlyStopping that can start from a saved state instead of from scratch."""
+    """Keras's EarlyStopping that can start from a saved state, and that waits out epochs without validation."""
 
     def __init__(self, resume_state=None, best_weights=None, **kwargs):
         super().__init__(**kwargs)
@@ -123,12 +124,26 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.wait = self.resume_state.get("early_stopping_wait", 0)
             self.best_weights = self.resume_weights
 
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor in (logs or {}):  # with validation_freq > 1, only validated epochs count
+            super().on_epoch_end(epoch, logs)
 
-def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=None) -> TrainResult:
+
+def steps_per_epoch(config: Config, data: Dataset) -> int:
+    return math.ceil(len(data.x_train) / config.batch_size)
+
+
+def validation_epochs(config: Config) -> list:
+    """The 1-based epochs that end with a validation pass: every `validation_freq`-th, and the last."""
+    return [e for e in range(1, config.epochs + 1) if e % config.validation_freq == 0 or e == config.epochs]
+
+
+def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=None, callbacks=()) -> TrainResult:
     """Fit `model` on data.x_train, validating on data.x_val; write history and models into `run_dir`.
 
     With `resume=True`, `model` must be the run's checkpoint (see `load_checkpoint`) and training
     continues after the last completed epoch, with the early-stopping state it had.
+    `callbacks` are more Keras callbacks (a benchmark's timer), run after cnnlab's own.
     """
     run = RunDir(run_dir)
     files.check_writable(run.path, need_bytes=3 * 4 * model.count_params() + 10_000_000)
@@ -152,7 +167,8 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
         model.fit(
             data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
             batch_size=config.batch_size, epochs=config.epochs, initial_epoch=initial_epoch,
-            callbacks=[early_stopping, recorder], shuffle=True,
+            validation_batch_size=config.eval_batch_size, validation_freq=validation_epochs(config),
+            callbacks=[early_stopping, recorder, *callbacks], shuffle=True,
             verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
         )
     except KeyboardInterrupt:
