@@ -1,6 +1,6 @@
 """Training speed of the seed architecture: cnnlab's `seed` recipe against the seed notebook's script.
 
-    python benchmarks/train_speed.py [--pairs 2] [--torch] [--json benchmarks/results/train_speed.json]
+    python benchmarks/train_speed.py [--pairs 2] [--torch] [--bfloat16] [--json benchmarks/results/train_speed.json]
 
 Same network, same hyper-parameters (batch 32, Adam 1e-3), same 48,000 training images, one epoch each (--epochs), each
 in its own process, taking turns A B A B so that other load on the machine falls on both. Two figures per run:
@@ -31,6 +31,8 @@ def main(argv=None):
     parser.add_argument("--pairs", type=int, default=2, help="A B rounds (2)")
     parser.add_argument("--data-dir", default=str(MNIST_DIR))
     parser.add_argument("--torch", action="store_true", help="also time plain PyTorch (benchmarks/peers/torch_seed.py)")
+    parser.add_argument("--bfloat16", action="store_true", help="also the `seed` recipe with precision mixed_bfloat16 "
+                        "(the same hyper-parameters, bfloat16 arithmetic: not bit-for-bit the seed)")
     parser.add_argument("--cnnlab-only", action="store_true", help="cnnlab alone (a GPU machine: KERAS_BACKEND=jax)")
     parser.add_argument("--batch-size", type=int, help="cnnlab's batch size (default: the seed's 32)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per run; the last one is reported (1)")
@@ -50,6 +52,9 @@ def main(argv=None):
                                               tmp / "a.json", logs / "train_speed_seed_script.log")
             pair["cnnlab seed"] = measure("cnnlab seed", cnnlab_command("seed", tmp / "b.json", tmp / f"b{i}", args.data_dir, **overrides),
                                           tmp / "b.json", logs / "train_speed_cnnlab.log")
+            if args.bfloat16:
+                command = cnnlab_command("seed", tmp / "d.json", tmp / f"d{i}", args.data_dir, precision="mixed_bfloat16", **overrides)
+                pair["cnnlab seed bf16"] = measure("cnnlab seed, bfloat16", command, tmp / "d.json", logs / "train_speed_cnnlab_bf16.log")
             if args.torch:
                 command = [PYTHON, str(BENCHMARKS / "peers" / "torch_seed.py"), "--data-dir", args.data_dir,
                            "--epochs", str(args.epochs), "--timing", str(tmp / "c.json")]
@@ -58,13 +63,16 @@ def main(argv=None):
                 rows.append({"round": i, **row})
             print_table(rows[-len(pair):], COLUMNS, title=f"round {i}")
             if "seed script" in pair:
-                a, b = pair["seed script"], pair["cnnlab seed"]
-                ratios.append({"round": i, "step_ratio": b["step_images_per_s"] / a["step_images_per_s"],
-                               "epoch_ratio": b["epoch_images_per_s"] / a["epoch_images_per_s"]})
+                a = pair["seed script"]
+                for key, b in pair.items():
+                    if key != "seed script":
+                        ratios.append({"round": i, "peer": b["peer"], "step_ratio": b["step_images_per_s"] / a["step_images_per_s"],
+                                       "epoch_ratio": b["epoch_images_per_s"] / a["epoch_images_per_s"]})
     print_table(rows, COLUMNS, title="Seed architecture, one epoch of 48,000 MNIST images, batch 32")
     if ratios:
-        print_table(ratios, [("round", "round", "{}"), ("step_ratio", "cnnlab/seed step images/s", "{:.2f}x"),
-                             ("epoch_ratio", "cnnlab/seed epoch images/s", "{:.2f}x")], title="Ratios per pair (target >= 2x)")
+        print_table(ratios, [("round", "round", "{}"), ("peer", "peer", "{}"),
+                             ("step_ratio", "vs seed script, step images/s", "{:.2f}x"),
+                             ("epoch_ratio", "vs seed script, epoch images/s", "{:.2f}x")], title="Ratios per pair (target >= 2x)")
     write_json(args.json, {"benchmark": "train_speed", "machine": machine(), "runs": rows, "ratios": ratios})
 
 

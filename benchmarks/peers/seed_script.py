@@ -1,8 +1,9 @@
 """The seed notebook's MNIST script (../shared/seed/*.txt), as faithful as it can be run here.
 
 Changed, and only this: `keras.datasets.mnist.load_data()` reads the local IDX files instead of downloading,
-matplotlib draws off screen (the figures go to --out instead of windows), and `--epochs`, `--train-only`,
-`--timing` let the benchmarks run a part of it and time it. Everything that trains is the notebook's line
+matplotlib draws off screen (the figures go to --out instead of windows), `metrics='accuracy'` becomes
+`metrics=['accuracy']` (Keras 3 refuses a bare string), and `--epochs`, `--train-only`, `--timing` let the
+benchmarks run a part of it and time it. Everything that trains is the notebook's line
 for line: float64 inputs, batch 32, Adam, ModelCheckpoint('best_model.h5'), EarlyStopping(patience=2).
 
     python benchmarks/peers/seed_script.py --data-dir ../shared/datasets/mnist
@@ -72,7 +73,7 @@ def main(argv=None):
     m.add(keras.layers.Dense(100, activation='relu'))
     m.add(keras.layers.Dropout(0.4))
     m.add(keras.layers.Dense(10, activation='softmax'))
-    m.compile(loss='sparse_categorical_crossentropy', optimizer='adam', metrics='accuracy')
+    m.compile(loss='sparse_categorical_crossentropy', optimizer='adam', metrics=['accuracy'])  # Keras 3 wants a list
     m.summary()
 
     # 2. training: keep the best model, stop early

@@ -38,7 +38,7 @@ RECIPES = {
 RECIPE_DATASET_SETTINGS = {
     ("best", "fashion_mnist"): {
         "conv_filters": [48, 96, 192], "dropout": 0.3, "augment_translate": 0.08, "augment_rotate": 0.0,
-        "augment_zoom": 0.0, "augment_flip": True, "epochs": 12, "validation_freq": 4, "patience": 12,
+        "augment_zoom": 0.0, "augment_flip": True, "epochs": 18, "validation_freq": 6, "patience": 18,
     },
 }
 LR_SCHEDULES = ("constant", "one_cycle", "cosine")
