@@ -19,7 +19,7 @@ from .inspection import (check_classifier, check_image_model, conv_layers, featu
                          trained_kernel, untrained_kernel)
 from .model import build_model, summary_text
 from .rundir import RunDir
-from .train import check_resumable, load_checkpoint, set_seeds, train, training_left
+from .train import check_resumable, load_checkpoint, set_seeds, steps_per_epoch, train, training_left
 
 GRID_SIZE = 32  # test images shown with their predictions
 
@@ -63,9 +63,10 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None):
         if resume:
             print(f"Restarting {run.path} from the beginning: no epoch had completed")
         set_seeds(config.seed)
-        model = build_model(config)
     files.write_json(run.config, config.to_dict())  # from here on, a killed run can be resumed
     data = load_data(config)
+    if not state:
+        model = build_model(config, steps_per_epoch=steps_per_epoch(config, data))
     print(f"Data: {config.dataset} from {data.source}: " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()))
     summary = summary_text(model)
     print(summary)

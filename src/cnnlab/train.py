@@ -166,8 +166,9 @@ class EpochRecorder(keras.callbacks.Callback):
                "learning_rate": float(_numpy(self.model.optimizer.learning_rate)),
                "seconds": time.perf_counter() - self._epoch_started}
         history = {key: list(values) for key, values in self.state["history"].items()}
-        for key, value in row.items():
-            history.setdefault(key, []).append(value)
+        done = len(history.get("epoch", []))
+        for key in {**history, **row}:  # epochs without validation leave NaN in the val_ columns
+            history.setdefault(key, [math.nan] * done).append(row.get(key, math.nan))
         value, best = logs.get(self.config.monitor), self.state["best_value"]
         improved = value is not None and (
             best is None or (value > best + self.config.min_delta if self.mode == "max"
@@ -194,7 +195,7 @@ class EpochRecorder(keras.callbacks.Callback):
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """Keras's EarlyStopping that can start from a saved state instead of from scratch."""
+    """Keras's EarlyStopping that can start from a saved state, and that waits out epochs without validation."""
 
     def __init__(self, resume_state=None, best_weights=None, **kwargs):
         super().__init__(**kwargs)
@@ -207,6 +208,19 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best_epoch = self.resume_state["best_epoch"] - 1
             self.wait = self.resume_state.get("early_stopping_wait", 0)
             self.best_weights = self.resume_weights
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor in (logs or {}):  # with validation_freq > 1, only validated epochs count
+            super().on_epoch_end(epoch, logs)
+
+
+def steps_per_epoch(config: Config, data: Dataset) -> int:
+    return math.ceil(len(data.x_train) / config.batch_size)
+
+
+def validation_epochs(config: Config) -> list:
+    """The 1-based epochs that end with a validation pass: every `validation_freq`-th, and the last."""
+    return [e for e in range(1, config.epochs + 1) if e % config.validation_freq == 0 or e == config.epochs]
 
 
 def training_left(state, config: Config):
@@ -231,11 +245,12 @@ def model_file_bytes(model):
     return 3 * 4 * model.count_params() + 100_000
 
 
-def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=None) -> TrainResult:
+def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=None, callbacks=()) -> TrainResult:
     """Fit `model` on data.x_train, validating on data.x_val; write history and models into `run_dir`.
 
     With `resume=True`, `model` must be the run's checkpoint (see `load_checkpoint`) and training
     continues after the last completed epoch, with the early-stopping and dropout state it had.
+    `callbacks` are more Keras callbacks (a benchmark's timer), run after cnnlab's own.
     """
     run = RunDir(run_dir)
     # Up to two checkpoints, best.keras and one temporary copy exist at a time.
@@ -262,8 +277,9 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
     try:
         model.fit(
             batches, steps_per_epoch=batches.steps_per_epoch, shuffle=False,  # EpochShuffle shuffles
-            validation_data=(data.x_val, data.y_val), validation_batch_size=config.batch_size,
-            epochs=config.epochs, initial_epoch=state["epochs_completed"], callbacks=[early_stopping, recorder],
+            validation_data=(data.x_val, data.y_val), validation_batch_size=config.eval_batch_size,
+            validation_freq=validation_epochs(config), epochs=config.epochs, initial_epoch=state["epochs_completed"],
+            callbacks=[early_stopping, recorder, *callbacks],
             verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
         )
     except KeyboardInterrupt:
