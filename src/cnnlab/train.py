@@ -218,6 +218,15 @@ def steps_per_epoch(config: Config, data: Dataset) -> int:
     return math.ceil(len(data.x_train) / config.batch_size)
 
 
+def execution_steps(wanted, steps_per_epoch) -> int:
+    """The largest number of steps per backend call, at most `wanted`, that divides an epoch evenly.
+
+    A call that ran past an epoch's end would take the next epoch's batches from the shared stream, so a
+    resumed run would no longer see the batches the uninterrupted one saw.
+    """
+    return max(d for d in range(1, min(wanted, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
 def validation_epochs(config: Config) -> list:
     """The 1-based epochs that end with a validation pass: every `validation_freq`-th, and the last."""
     return [e for e in range(1, config.epochs + 1) if e % config.validation_freq == 0 or e == config.epochs]
@@ -272,6 +281,7 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
     batches = EpochShuffle(data.x_train, data.y_train, config.batch_size, config.seed, state["epochs_completed"],
                            config.epochs)
 
+    model.steps_per_execution = execution_steps(config.steps_per_execution, batches.steps_per_epoch)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGINT, recorder.request_stop) if in_main_thread else None
     try:
