@@ -2,7 +2,8 @@
 
 Changed, and only this: `keras.datasets.mnist.load_data()` reads the local IDX files instead of downloading,
 matplotlib draws off screen (the figures go to --out instead of windows), `metrics='accuracy'` becomes
-`metrics=['accuracy']` (Keras 3 refuses a bare string), and `--epochs`, `--train-only`, `--timing` let the
+`metrics=['accuracy']` (Keras 3 refuses a bare string), the feature-map models are rebuilt layer by layer
+(Keras 3 has no `.input` for a Sequential loaded from .h5), and `--epochs`, `--train-only`, `--timing` let the
 benchmarks run a part of it and time it. Everything that trains is the notebook's line
 for line: float64 inputs, batch 32, Adam, ModelCheckpoint('best_model.h5'), EarlyStopping(patience=2).
 
@@ -35,6 +36,16 @@ def load_data(data_dir):
     x_train = read("train-images-idx3-ubyte", 16).reshape(-1, 28, 28)
     x_test = read("t10k-images-idx3-ubyte", 16).reshape(-1, 28, 28)
     return (x_train, read("train-labels-idx1-ubyte", 8)), (x_test, read("t10k-labels-idx1-ubyte", 8))
+
+
+def upto(model, index):
+    """Keras 3 cannot take `.input` of a Sequential loaded from .h5 (never called): the same model, rebuilt."""
+    from tensorflow import keras
+
+    x = image = keras.Input((28, 28, 1))
+    for layer in model.layers[:index + 1]:
+        x = layer(x)
+    return keras.Model(image, x)
 
 
 def main(argv=None):
@@ -125,7 +136,7 @@ def main(argv=None):
     fig.savefig('filters_2.png')
     plt.imshow(t_x_data[0], cmap='gray_r')
 
-    cov_act1 = keras.Model(m_ck.input, m_ck.layers[0].output)
+    cov_act1 = upto(m_ck, 0)  # the notebook: keras.Model(m_ck.input, m_ck.layers[0].output)
     f1_map = cov_act1.predict(tt_x[0:1])
     fig, axs = plt.subplots(4, 8, figsize=(15, 8))
     for i in range(4):
@@ -133,7 +144,7 @@ def main(argv=None):
             axs[i, j].imshow(f1_map[0, :, :, i * 8 + j])
             axs[i, j].axis('off')
     fig.savefig('feature_maps_1.png')
-    cov_act2 = keras.Model(m_ck.input, m_ck.layers[2].output)
+    cov_act2 = upto(m_ck, 2)  # the notebook: keras.Model(m_ck.input, m_ck.layers[2].output)
     f2_map = cov_act2.predict(tt_x[0:1])
     fig, axs = plt.subplots(8, 8, figsize=(12, 12))
     for i in range(8):
