@@ -29,9 +29,7 @@ def gradient(fn, x):
         import jax
 
         return np.asarray(jax.grad(lambda v: ops.sum(fn(v)))(ops.convert_to_tensor(x)))
-    if backend == "torch":
-        import torch
-
+    if backend == "torch":  # keras.ops tensors are torch tensors here
         x = ops.convert_to_tensor(x).detach().requires_grad_(True)
         ops.sum(fn(x)).backward()
         return x.grad.detach().cpu().numpy()
