@@ -96,9 +96,9 @@ def cnnlab_command(recipe, timing_path, out_dir, data_dir=MNIST_DIR, dataset="mn
     return [str(c) for c in command]
 
 
-def seed_script_command(timing_path, out_dir, data_dir=MNIST_DIR, epochs=20, test_each_epoch=False):
+def seed_script_command(timing_path, out_dir, data_dir=MNIST_DIR, epochs=20, test_each_epoch=False, batch_size=32):
     command = [PYTHON, BENCHMARKS / "peers" / "seed_script.py", "--data-dir", data_dir, "--epochs", epochs,
-               "--train-only", "--timing", timing_path, "--out", out_dir]
+               "--batch-size", batch_size, "--train-only", "--timing", timing_path, "--out", out_dir]
     command += ["--test-each-epoch"] if test_each_epoch else []
     return [str(c) for c in command]
 

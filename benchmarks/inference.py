@@ -66,7 +66,7 @@ def main(argv=None):
     single_ways = {
         "seed notebook: m.predict(x[0:1])": lambda i: model.predict(x[i:i + 1], verbose=0),
         "model.predict_on_batch(x[i:i+1])": lambda i: model.predict_on_batch(x[i:i + 1]),
-        "model(x[i:i+1], training=False)": lambda i: model(x[i:i + 1], training=False),
+        "model(x[i:i+1], training=False)": lambda i: np.asarray(model(x[i:i + 1], training=False)),  # the answer, not a promise of it
     }
     for fn in single_ways.values():
         fn(0)

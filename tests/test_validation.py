@@ -101,6 +101,8 @@ def test_resume_refusals(capsys, tmp_path):
         f"{stopped} already stopped early after epoch 2 (val_loss stopped improving); there is nothing to resume"
     assert error_of(capsys, "train", "--resume", str(done), "--dropout", "0.1", "--seed", "1") == \
         "--resume continues a run with its own settings; only --epochs may change, not --dropout, --seed"
+    assert error_of(capsys, "train", "--resume", str(done), "--name", "other", "--out", str(tmp_path / "elsewhere")) == \
+        f"--resume continues {done} in place, with its own settings; drop --out, --name"
     assert error_of(capsys, "train", "--resume", str(tmp_path / "nowhere")) == \
         f"{tmp_path / 'nowhere'} is not a cnnlab run directory (it has no config.json); check the path"
     assert error_of(capsys, "train", "--dataset", "digits", "--out", str(tmp_path), "--name", "done") == \

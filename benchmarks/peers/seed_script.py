@@ -3,8 +3,9 @@
 Changed, and only this: `keras.datasets.mnist.load_data()` reads the local IDX files instead of downloading,
 matplotlib draws off screen (the figures go to --out instead of windows), `metrics='accuracy'` becomes
 `metrics=['accuracy']` (Keras 3 refuses a bare string), the feature-map models are rebuilt layer by layer
-(Keras 3 has no `.input` for a Sequential loaded from .h5), and `--epochs`, `--train-only`, `--timing` let the
-benchmarks run a part of it and time it. Everything that trains is the notebook's line
+(Keras 3 has no `.input` for a Sequential loaded from .h5), Keras 3's own `keras` where TensorFlow is not installed
+(a GPU machine with JAX), and `--epochs`, `--batch-size`, `--train-only`, `--timing` let the benchmarks run a part
+of it and time it. Everything that trains is the notebook's line
 for line: float64 inputs, batch 32, Adam, ModelCheckpoint('best_model.h5'), EarlyStopping(patience=2).
 
     python benchmarks/peers/seed_script.py --data-dir ../shared/datasets/mnist
@@ -52,22 +53,28 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[3] / "shared/datasets/mnist"))
     parser.add_argument("--epochs", type=int, default=20, help="the notebook's 20 (early stopping ends it sooner)")
+    parser.add_argument("--batch-size", type=int, default=32, help="the notebook's 32 (Keras's default)")
     parser.add_argument("--train-only", action="store_true", help="stop after training (skip plots and feature maps)")
     parser.add_argument("--timing", metavar="JSON", help="write per-epoch timings (and test accuracy) here")
     parser.add_argument("--test-each-epoch", action="store_true", help="score the test set after each epoch (untimed)")
     parser.add_argument("--out", default=".", help="folder for best_model.h5 and the figures (.)")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    data_dir = Path(args.data_dir).resolve()  # before the chdir below
     os.chdir(args.out)
 
     # ---- the notebook, from here on
     import matplotlib.pyplot as plt
-    import tensorflow as tf
-    from tensorflow import keras
     np.random.seed(42)
-    tf.random.set_seed(42)
+    try:
+        import tensorflow as tf
+        from tensorflow import keras
+        tf.random.set_seed(42)
+    except ImportError:  # not in the notebook: a GPU machine with JAX and no TensorFlow runs Keras 3 itself
+        import keras
+        keras.utils.set_random_seed(42)
     from sklearn.model_selection import train_test_split
-    (x_data, y_data), (t_x_data, t_y_data) = load_data(args.data_dir)
+    (x_data, y_data), (t_x_data, t_y_data) = load_data(data_dir)
 
     # 1. the model
     x_data = x_data.reshape(-1, 28, 28, 1) / 255.0
@@ -95,9 +102,10 @@ def main(argv=None):
         from common import EpochTimer
 
         callbacks.append(EpochTimer(tt_x, tt_y) if args.test_each_epoch else EpochTimer())
-    hy = m.fit(t_x, t_y, epochs=args.epochs, validation_data=(v_x, v_y), callbacks=callbacks)
+    hy = m.fit(t_x, t_y, epochs=args.epochs, validation_data=(v_x, v_y), callbacks=callbacks,
+               batch_size=args.batch_size)  # the notebook leaves it at Keras's default, 32
     if args.timing:
-        callbacks[-1].write(args.timing, peer="seed script", batch_size=32, train_images=len(t_x))
+        callbacks[-1].write(args.timing, peer="seed script", batch_size=args.batch_size, train_images=len(t_x))
     if args.train_only:
         return
 

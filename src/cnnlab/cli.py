@@ -168,12 +168,17 @@ def training_config(args):
     overrides = {name: getattr(args, name, None) for name in FIELDS if name != "recipe"}
     overrides["recipe"] = args.recipe
     if args.resume:
-        from .pipeline import resume_config
-
+        placed = [flag for flag, value in (("--out", args.out != "runs"), ("--name", args.name), ("--config", args.config))
+                  if value]
+        if placed:
+            raise CnnlabError(f"--resume continues {args.resume} in place, with its own settings; "
+                              f"drop {', '.join(placed)}")
         given = {k: v for k, v in overrides.items() if v is not None}
         if set(given) - {"epochs"}:
             raise CnnlabError(f"--resume continues a run with its own settings; only --epochs may change, "
                               f"not {', '.join('--' + k.replace('_', '-') for k in sorted(set(given) - {'epochs'}))}")
+        from .pipeline import resume_config
+
         return resume_config(args.resume, **given)
     return make_config(file=args.config, **overrides)
 

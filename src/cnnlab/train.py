@@ -12,6 +12,7 @@ Batches are shuffled by (seed, epoch) alone and the dropout state is restored, s
 exactly as the uninterrupted run would have.
 """
 
+import itertools
 import math
 import signal
 import sys
@@ -24,7 +25,7 @@ import numpy as np
 
 from . import files
 from .config import Config
-from .data import Dataset
+from .data import Dataset, keras_cache_dir
 from .errors import CnnlabError, TrainingDiverged, TrainingInterrupted
 from .inspection import load_model
 from .rundir import RunDir
@@ -227,6 +228,57 @@ def execution_steps(wanted, steps_per_epoch) -> int:
     return max(d for d in range(1, min(wanted, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
+def scanned_train_function(model, steps):
+    """On JAX, `steps` training steps as one compiled `lax.scan` instead of Keras's Python loop of compiled steps.
+
+    TensorFlow already runs steps_per_execution steps inside one graph; JAX's trainer calls back into Python
+    between steps, and a GPU then waits on Python for most of each small step. Same steps, same order, same
+    result: only the loop moves into XLA. Batches that cannot be stacked (a short last batch) run one by one.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def run_steps(state, batches):
+        def step(state, batch):
+            logs, state = model.train_step(state, batch)
+            return state, logs
+
+        state, logs = jax.lax.scan(step, state, batches)
+        return jax.tree.map(lambda values: values[-1], logs), state  # metrics are running means: the last is right
+
+    many_steps = jax.jit(run_steps, donate_argnums=0)
+    one_step = jax.jit(model.train_step, donate_argnums=0)
+
+    def train_function(state, iterator):
+        batches = list(itertools.islice(iterator, steps))
+        if not batches:
+            raise StopIteration  # the end of the data, as Keras's own train function signals it
+        if len(batches) == steps and len({tuple(x.shape for x in jax.tree.leaves(b)) for b in batches}) == 1:
+            return many_steps(state, jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches))
+        for batch in batches:
+            logs, state = one_step(state, batch)
+        return logs, state
+
+    return train_function
+
+
+def cache_compilations():
+    """On JAX, keep compiled steps on disk (beside Keras's dataset cache) unless the user chose a folder: on an H100,
+    compiling `fast`'s steps took longer (~3.6 s) than its 750 steps (0.7 s), and the next run loads them instead."""
+    if keras.backend.backend() != "jax":
+        return
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None:  # JAX_COMPILATION_CACHE_DIR sets it too
+        jax.config.update("jax_compilation_cache_dir", str(keras_cache_dir().parent / "jax_cache"))
+
+
+def use_scanned_steps(model) -> bool:
+    """Where the scan applies: JAX, compiled, several steps per call, one device (a distribution shards the data)."""
+    return (keras.backend.backend() == "jax" and model.steps_per_execution > 1 and bool(model.jit_compile)
+            and keras.distribution.distribution() is None)
+
+
 def validation_epochs(config: Config) -> list:
     """The 1-based epochs that end with a validation pass: every `validation_freq`-th, and the last."""
     return [e for e in range(1, config.epochs + 1) if e % config.validation_freq == 0 or e == config.epochs]
@@ -282,6 +334,9 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
                            config.epochs)
 
     model.steps_per_execution = execution_steps(config.steps_per_execution, batches.steps_per_epoch)
+    cache_compilations()
+    if use_scanned_steps(model):
+        model.train_function = scanned_train_function(model, model.steps_per_execution)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGINT, recorder.request_stop) if in_main_thread else None
     try:
