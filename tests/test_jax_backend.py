@@ -85,7 +85,7 @@ def test_scanned_steps_are_used_and_train_as_kerass_own_loop(jax_runs):
     assert result["steps_per_call"] == [execution_steps(4, steps)]
     assert result["scanned_calls"] == 2 * steps // execution_steps(4, steps)
     keras_loop, scanned = result["loss"]
-    assert scanned == pytest.approx(keras_loop, rel=1e-5)  # a step skipped or repeated moves epoch 2's loss by >1e-3
+    assert scanned == pytest.approx(keras_loop, rel=1e-5)  # the 4 steps of each call reordered: 4% apart
     assert result["val_accuracy"][1] == pytest.approx(result["val_accuracy"][0], abs=0.01)
     assert result["max_weight_difference"] < 1e-3  # rounding after 72 Adam steps: 6e-5 measured
 

@@ -232,8 +232,8 @@ def scanned_train_function(model, steps):
     """On JAX, `steps` training steps as one compiled `lax.scan` instead of Keras's Python loop of compiled steps.
 
     TensorFlow already runs steps_per_execution steps inside one graph; JAX's trainer calls back into Python
-    between steps, and a GPU then waits on Python for most of each small step. Same steps, same order, same
-    result: only the loop moves into XLA. Batches that cannot be stacked (a short last batch) run one by one.
+    between steps, and a GPU then waits on Python for most of each small step. Same steps in the same order, so
+    the same result up to rounding: only the loop moves into XLA. Batches that cannot be stacked (a short last batch) run one by one.
     """
     import jax
     import jax.numpy as jnp
