@@ -43,9 +43,13 @@ def main(argv=None):
     setup_seconds = time.perf_counter() - started
     timer = EpochTimer(data.x_test, data.y_test) if args.test_each_epoch else EpochTimer()
     result = train(model, data, config, args.out, verbose=2, callbacks=[timer])
-    best = evaluate(load_model(RunDir(args.out).best_model), data.x_test, data.y_test)  # what `cnnlab run` reports
+    best_model = load_model(RunDir(args.out).best_model)
+    # what `cnnlab run` reports (with the recipe's test-time augmentation), and the model alone
+    best = evaluate(best_model, data.x_test, data.y_test, test_time_augmentation=config.test_time_augmentation)
+    single_view = evaluate(best_model, data.x_test, data.y_test)
     timer.write(args.timing, peer=f"cnnlab {args.recipe}", batch_size=config.batch_size, train_images=len(data.x_train),
                 setup_seconds=setup_seconds, best_epoch=result.best_epoch, test_accuracy_of_best=best["accuracy"],
+                test_accuracy_single_view=single_view["accuracy"],
                 config=config.to_dict(), environment=environment.describe())
 
 

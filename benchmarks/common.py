@@ -36,7 +36,8 @@ def epoch_timer_class():
             self.epochs = []
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.started, self.first_batch_done, self.batches, self.validation_started = time.perf_counter(), None, 0, None
+            self.started, self.first_batch_done = time.perf_counter(), None
+            self.validation_started = self.validation_ended = None
 
         def on_train_batch_end(self, batch, logs=None):
             now = time.perf_counter()
@@ -50,12 +51,20 @@ def epoch_timer_class():
             if self.validation_started is None:
                 self.validation_started = time.perf_counter()
 
+        def on_test_end(self, logs=None):
+            self.validation_ended = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
             ended = time.perf_counter()
             row = {"epoch": epoch + 1, "seconds": ended - self.started,
                    "train_seconds": (self.validation_started or ended) - self.started,
+                   "validation_seconds": (self.validation_ended - self.validation_started) if self.validation_ended else 0.0,
+                   # from the last step to here: validation, then the callbacks before this one (checkpoint writes)
+                   "end_of_epoch_seconds": ended - self.last_batch_done,
                    "steady_batches": self.last_batch - self.first_batch,
                    "steady_seconds": self.last_batch_done - self.first_batch_done,
+                   # the first backend call: in epoch 1 it also traces and compiles
+                   "first_call_batches": self.first_batch + 1, "first_call_seconds": self.first_batch_done - self.started,
                    "val_accuracy": float(logs.get("val_accuracy", float("nan")))}
             if self.x_test is not None:
                 predicted = np.argmax(self.model.predict(np.asarray(self.x_test, np.float32), batch_size=1024, verbose=0), 1)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The same recipes on a GPU, with the JAX backend and no code change: KERAS_BACKEND=jax.
 #   sh benchmarks/gpu.sh               training speed, time to 99.0% MNIST test accuracy, inference
-#   QUALITY=1 sh benchmarks/gpu.sh     ... and the `best` recipe's quality (Fashion-MNIST must be findable)
+#   QUALITY=1 sh benchmarks/gpu.sh     ... and the `best` recipe's quality (Fashion-MNIST must be findable; on an H100
+#                                      Keras's augmentation layers stalled it: benchmarks/augmentation_jax.py says why)
 # Needs a Python with cnnlab and JAX for CUDA, e.g. python -m venv .venv && .venv/bin/pip install -e '.[jax]' 'jax[cuda13]'
 # (PYTHON=... to use another; torch for the PyTorch peer). Issue 5's anchors on an H100: Keras+JAX seed model
 # 1.25 s/epoch at batch 128, plain PyTorch 0.9 s; targets: seed-architecture epoch <= 0.2 s, time to 99.0% <= 1.0 s.
@@ -24,13 +25,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 # 3 epochs each, the last reported (XLA compiles in the first). Peers: the seed script (the notebook's Keras fit, on
 # JAX here), cnnlab `seed` with Keras's own step loop (steps_per_execution=1) and with longer scans, plain PyTorch.
 step "$PY" benchmarks/train_speed.py --pairs 1 --epochs 3 --batch-size 128 --torch --bfloat16 \
-  --also steps_per_execution=1 --also steps_per_execution=125 --data-dir "$DATA" --json "$RESULTS/train_speed_b128.json"
+  --also steps_per_execution=1 --also steps_per_execution=375 --data-dir "$DATA" --json "$RESULTS/train_speed_b128.json"
 # Time to 99.0% MNIST test accuracy with `fast`: the first run compiles its steps, the second finds them in the cache.
 step "$PY" benchmarks/time_to_accuracy.py --pairs 1 --cnnlab-only --data-dir "$DATA" --json "$RESULTS/time_to_accuracy.json"
 step "$PY" benchmarks/time_to_accuracy.py --pairs 1 --cnnlab-only --data-dir "$DATA" --json "$RESULTS/time_to_accuracy_cached.json"
 # The seed's own batch of 32
 step "$PY" benchmarks/train_speed.py --pairs 1 --epochs 3 --torch --data-dir "$DATA" --json "$RESULTS/train_speed_b32.json"
 step "$PY" benchmarks/inference.py --data-dir "$DATA" --json "$RESULTS/inference.json"
+step "$PY" benchmarks/augmentation_jax.py --data-dir "$DATA" --json "$RESULTS/augmentation_jax.json"
 if [ "${QUALITY:-0}" = 1 ]; then
   step "$PY" benchmarks/quality.py --data-dir "$DATA" --json "$RESULTS/quality.json"
 fi

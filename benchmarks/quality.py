@@ -4,6 +4,7 @@
 
 Targets (issue 5): MNIST >= 99.6%, Fashion-MNIST >= 93.5%, each within 10 minutes of training on 2 CPU cores.
 The seed notebook's own scores on this machine, for reference: MNIST 98.98%, Fashion-MNIST 91.1%.
+"test acc" is what `cnnlab run` reports: with the recipe's test-time augmentation; "model alone" scores one view.
 """
 
 import argparse
@@ -35,6 +36,8 @@ def main(argv=None):
             rows.append({"dataset": dataset, "recipe": args.recipe, "epochs": len(result["epochs"]),
                          "best_epoch": result["best_epoch"], "train_minutes": minutes,
                          "test_accuracy": result["test_accuracy_of_best"], "target": TARGETS[dataset],
+                         "test_accuracy_single_view": result["test_accuracy_single_view"],
+                         "test_time_augmentation": result["config"]["test_time_augmentation"],
                          "met": result["test_accuracy_of_best"] >= TARGETS[dataset] and minutes <= BUDGET_MINUTES,
                          "seed_notebook": SEED_SCORES[dataset], "images_per_second":
                          sum(e["steady_batches"] for e in result["epochs"]) * result["batch_size"]
@@ -47,6 +50,7 @@ def main(argv=None):
 
 COLUMNS = [("dataset", "dataset", "{}"), ("epochs", "epochs", "{}"), ("train_minutes", "train min", "{:.2f}"),
            ("images_per_second", "images/s", "{:,.0f}"), ("test_accuracy", "test acc", "{:.2%}"),
+           ("test_time_augmentation", "test-time aug", "{}"), ("test_accuracy_single_view", "model alone", "{:.2%}"),
            ("target", "target", "{:.1%}"), ("met", "met", "{}"), ("seed_notebook", "seed notebook", "{:.2%}")]
 
 if __name__ == "__main__":

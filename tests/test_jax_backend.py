@@ -54,6 +54,7 @@ for name, scanned in (("keras_loop", False), ("scanned", True)):
     result = training.train(model, data, config, out / name, verbose=0)
     results[name] = {"loss": result.history["loss"], "val_accuracy": result.history["val_accuracy"],
                      "weights": [w.tolist() for w in model.get_weights()]}
+augmenting = build_model(make_config(recipe="best"), steps_per_epoch=1)
 a, b = results["keras_loop"], results["scanned"]
 print(json.dumps({
     "steps_per_epoch": training.steps_per_epoch(config, data), "train_images": len(data.x_train),
@@ -61,6 +62,9 @@ print(json.dumps({
     "loss": [a["loss"], b["loss"]], "val_accuracy": [a["val_accuracy"], b["val_accuracy"]],
     "max_weight_difference": max(float(np.max(np.abs(np.subtract(x, y)))) for x, y in zip(a["weights"], b["weights"])),
     "cache_dir": jax.config.jax_compilation_cache_dir,
+    "cache_min_seconds": jax.config.jax_persistent_cache_min_compile_time_secs,
+    "stall_warnings": {platform: training.augmentation_stall_warning(augmenting, platform) for platform in ("cpu", "gpu")},
+    "stall_warning_plain_model": training.augmentation_stall_warning(model, "gpu"),
 }))
 """
 
@@ -93,3 +97,12 @@ def test_scanned_steps_are_used_and_train_as_kerass_own_loop(jax_runs):
 def test_compiled_steps_are_cached_beside_kerass_datasets(jax_runs):
     result, tmp = jax_runs
     assert result["cache_dir"] == str(tmp / "keras_home" / "jax_cache")
+    assert result["cache_min_seconds"] == 0  # the quick validation steps are kept too
+    assert any((tmp / "keras_home" / "jax_cache").iterdir()), "no compilation was written to the cache"
+
+
+def test_shift_rotation_and_zoom_layers_warn_of_the_stall_on_a_gpu_only(jax_runs):
+    result, _ = jax_runs
+    warning = result["stall_warnings"]["gpu"]
+    assert "RandomRotation, RandomTranslation, RandomZoom" in warning and "KERAS_BACKEND=tensorflow" in warning
+    assert result["stall_warnings"]["cpu"] is None and result["stall_warning_plain_model"] is None

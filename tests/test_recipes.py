@@ -48,6 +48,7 @@ def test_each_recipe_trains_and_records_its_settings(recipe_run):
     rows = list(csv.DictReader(run.history.open()))
     assert len(rows) == 1 and math.isfinite(float(rows[0]["loss"])) and math.isfinite(float(rows[0]["val_loss"]))
     assert 0 <= metrics["val_accuracy"] <= 1 and best.output_shape == (None, 10)
+    assert metrics["test_time_augmentation"] == config.test_time_augmentation
 
 
 def test_recipes_build_the_network_they_describe(recipe_run):
@@ -137,6 +138,7 @@ def test_jit_compile_takes_toml_booleans(tmp_path):
     ({"validation_freq": 0}, "validation_freq"),
     ({"eval_batch_size": 0}, "eval_batch_size"),
     ({"batch_norm": "sometimes"}, "batch_norm"),
+    ({"test_time_augmentation": "rotate"}, "test_time_augmentation"),
 ])
 def test_bad_values_of_the_new_settings_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the useful output
 
-from .config import DATASETS, FIELDS, JIT_COMPILE, LR_SCHEDULES, PRECISIONS, RECIPES  # noqa: E402  (light imports only)
+from .config import (DATASETS, FIELDS, JIT_COMPILE, LR_SCHEDULES, PRECISIONS, RECIPES,  # noqa: E402  (light imports only)
+                     TEST_TIME_AUGMENTATIONS)
 from .errors import CnnlabError, TrainingInterrupted  # noqa: E402
 
 EXIT_USER_ERROR = 2
@@ -64,10 +65,18 @@ def add_training_options(p):
     g.add_argument("--jit-compile", choices=JIT_COMPILE, help="XLA compilation: auto (default: Keras's choice), true, false")
     g.add_argument("--validation-freq", type=int, metavar="N", help="validate every N epochs and after the last (1)")
     g.add_argument("--eval-batch-size", type=int, metavar="N", help="batch size of validation passes (1024)")
+    g = p.add_argument_group("scoring")
+    add_test_time_augmentation_option(g, "none; best: shift")
     g = p.add_argument_group("output")
     g.add_argument("--out", default="runs", metavar="DIR", help="where run directories go (runs)")
     g.add_argument("--name", help="run directory name (default: DATASET-RECIPE-TIMESTAMP)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last completed epoch")
+
+
+def add_test_time_augmentation_option(p, default):
+    p.add_argument("--test-time-augmentation", choices=TEST_TIME_AUGMENTATIONS,
+                   help=f"score the mean prediction over each test image and its mirror image (flip) or its 1-pixel "
+                   f"shifts (shift), for models trained with those augmentations ({default})")
 
 
 def add_model_options(p, what):
@@ -104,6 +113,7 @@ def build_parser():
                        description="Score a saved model on a dataset's test set and draw test images with predicted "
                        "and true labels.")
     add_model_options(p, "score")
+    add_test_time_augmentation_option(p, "default: the run's own setting, else none")
 
     p = sub.add_parser("inspect", help="filters and feature maps of a saved model's conv layers",
                        description="Draw every conv layer's filters (trained beside a fresh, untrained initialisation) "
@@ -202,29 +212,34 @@ def command_data(args):
         print(f"{args.dataset}: {data.source} (" + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) + ")")
 
 
-def model_dataset(args):
-    """The dataset to score or feed a model with: the flag, else the run's own, else mnist."""
+def model_config(args):
+    """The settings of the run a model file sits in (when --dataset does not name another dataset), else defaults."""
     from .config import make_config
-    from .pipeline import load_data
 
     run_config = Path(args.model).parent / "config.json"
     if args.dataset is None and run_config.is_file():
-        config = make_config(file=run_config, data_dir=args.data_dir)
-    else:
-        config = make_config(dataset=args.dataset or "mnist", data_dir=args.data_dir)
-    return load_data(config)
+        return make_config(file=run_config, data_dir=args.data_dir)
+    return make_config(dataset=args.dataset or "mnist", data_dir=args.data_dir)
+
+
+def model_dataset(args):
+    """The dataset to score or feed a model with: the flag, else the run's own, else mnist."""
+    from .pipeline import load_data
+
+    return load_data(model_config(args))
 
 
 def command_evaluate(args):
     from . import files
     from .inspection import check_classifier, check_image_model, load_model
-    from .pipeline import evaluate_model
+    from .pipeline import evaluate_model, load_data
 
     model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model)
-    data = model_dataset(args)
+    config = model_config(args)
+    data = load_data(config)
     check_classifier(model, len(data.class_names), args.model)
     out = Path(args.out) if args.out else Path(args.model).parent / "figures"
-    metrics = evaluate_model(model, data, out)
+    metrics = evaluate_model(model, data, out, args.test_time_augmentation or config.test_time_augmentation)
     files.write_json(out / "evaluation.json", {"model": str(args.model), "dataset": data.name, **metrics})
     print(f"Figures: {out}")
 

@@ -11,9 +11,27 @@ from sklearn import metrics as sk_metrics
 EPSILON = 1e-7  # as Keras's sparse categorical cross-entropy clips probabilities
 
 
-def predict(model, images, batch_size=256) -> np.ndarray:
-    """Class probabilities (N, classes); a model that ends in logits gets a softmax."""
-    return as_probabilities(model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0))
+def predict(model, images, batch_size=256, test_time_augmentation="none") -> np.ndarray:
+    """Class probabilities (N, classes); a model that ends in logits gets a softmax. With test-time augmentation,
+    the mean of the probabilities of each image's views (see `augmented_views`)."""
+    views = augmented_views(np.asarray(images, np.float32), test_time_augmentation)
+    return np.mean([as_probabilities(model.predict(view, batch_size=batch_size, verbose=0)) for view in views], axis=0)
+
+
+def augmented_views(images, kind="none") -> list:
+    """The copies of a batch of (N, 28, 28, 1) images whose predictions test-time augmentation averages: the images,
+    then for `flip` their mirror images, for `shift` the images moved one pixel up, down, left and right (the border
+    filled with background 0). Only for models trained to be invariant to that change (augment_flip, augment_translate)."""
+    if kind == "none":
+        return [images]
+    if kind == "flip":
+        return [images, images[:, :, ::-1]]
+    if kind == "shift":
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        height, width = images.shape[1:3]
+        return [images] + [padded[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+                           for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))]
+    raise ValueError(f"test-time augmentation must be none, flip or shift, not {kind!r}")
 
 
 def as_probabilities(outputs) -> np.ndarray:
@@ -33,8 +51,8 @@ def scores(labels, probabilities) -> dict:
     return {"loss": float(-np.log(picked).mean()), "accuracy": float((probabilities.argmax(axis=1) == labels).mean())}
 
 
-def evaluate(model, images, labels, batch_size=256) -> dict:
-    return scores(labels, predict(model, images, batch_size))
+def evaluate(model, images, labels, batch_size=256, test_time_augmentation="none") -> dict:
+    return scores(labels, predict(model, images, batch_size, test_time_augmentation))
 
 
 def confusion_matrix(labels, predicted, num_classes) -> np.ndarray:

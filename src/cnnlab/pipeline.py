@@ -73,10 +73,10 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None):
     files.write_text(run.summary, summary + "\n")
     result = train(model, data, config, run.path, resume=bool(resume), verbose=verbose)
     best = load_model(run.best_model)
-    validation = evaluate(best, data.x_val, data.y_val)
+    validation = evaluate(best, data.x_val, data.y_val, test_time_augmentation=config.test_time_augmentation)
     print(f"Stopped: {result.stop_reason}")
-    print(f"Validation (best model, epoch {result.best_epoch}): loss {validation['loss']:.4f}, "
-          f"accuracy {validation['accuracy']:.2%}")
+    print(f"Validation (best model, epoch {result.best_epoch}{tta_note(config.test_time_augmentation)}): "
+          f"loss {validation['loss']:.4f}, accuracy {validation['accuracy']:.2%}")
     files.save_figure(plots.learning_curves(result.history, result.best_epoch, config.monitor),
                       run.figure("learning_curves"))
     metrics = {
@@ -86,24 +86,37 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None):
         "stop_reason": result.stop_reason, "train_seconds": round(result.seconds, 2),
         "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
         "val_loss": validation["loss"], "val_accuracy": validation["accuracy"],
+        "test_time_augmentation": config.test_time_augmentation,
         **environment.describe(),
     }
     files.write_json(run.metrics, metrics)
     return run, best, data, metrics
 
 
-def evaluate_model(model, data: Dataset, out_dir=None) -> dict:
-    """Test loss and accuracy; with `out_dir`, also the figure of test images with predicted and true labels."""
+def tta_note(test_time_augmentation):
+    return "" if test_time_augmentation == "none" else f", test-time augmentation: {test_time_augmentation}"
+
+
+def evaluate_model(model, data: Dataset, out_dir=None, test_time_augmentation="none") -> dict:
+    """Test loss and accuracy; with `out_dir`, also the figure of test images with predicted and true labels.
+
+    With test-time augmentation the scores are those of the averaged predictions, and the plain model's accuracy
+    is kept beside them (`test_accuracy_single_view`), so that what the averaging adds stays visible."""
     check_classifier(model, len(data.class_names))
-    probabilities = predict(model, data.x_test)
+    probabilities = predict(model, data.x_test, test_time_augmentation=test_time_augmentation)
     test = scores(data.y_test, probabilities)
-    print(f"Test ({len(data.y_test):,} images): loss {test['loss']:.4f}, accuracy {test['accuracy']:.2%}")
+    print(f"Test ({len(data.y_test):,} images{tta_note(test_time_augmentation)}): loss {test['loss']:.4f}, "
+          f"accuracy {test['accuracy']:.2%}")
+    result = {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_time_augmentation": test_time_augmentation}
+    if test_time_augmentation != "none":
+        result["test_accuracy_single_view"] = scores(data.y_test, predict(model, data.x_test))["accuracy"]
+        print(f"Test accuracy of the model alone (one view per image): {result['test_accuracy_single_view']:.2%}")
     if out_dir is not None:
         n = min(GRID_SIZE, len(data.x_test))
         fig = plots.prediction_grid(data.x_test[:n], data.y_test[:n], probabilities[:n], data.class_names,
                                     title=f"First {n} test images: predicted (probability) and true label; mistakes in red")
         files.save_figure(fig, Path(out_dir) / "predictions.png")
-    return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+    return result
 
 
 def filter_figure(layer):
@@ -135,7 +148,7 @@ def run(config: Config, out="runs", name=None, resume=None, verbose=None) -> Run
     """The whole assignment: train with early stopping, score on the test set, show, look inside."""
     started = time.perf_counter()
     run_dir, best, data, metrics = train_run(config, out, name, resume, verbose)
-    metrics.update(evaluate_model(best, data, run_dir.figures))
+    metrics.update(evaluate_model(best, data, run_dir.figures, config.test_time_augmentation))
     index = 0
     inspect_model(best, data.x_test[index], run_dir.figures,
                   title=f"test image {index}: {data.class_names[data.y_test[index]]}")

@@ -184,17 +184,21 @@ def summary_section(model, data: Dataset, config, metrics) -> dict:
     }
 
 
-def score_rows(data: Dataset, probabilities, metrics) -> list:
+def score_rows(data: Dataset, probabilities, metrics, test_time_augmentation="none") -> list:
     """Validation (a run only) and test loss and accuracy; a run's own record wins, so the page equals metrics.json."""
     rows = []
     if metrics is not None:
         rows.append({"split": "validation", "key": "val", "loss": metrics["val_loss"],
                      "accuracy": metrics["val_accuracy"]})
+    if metrics is not None and "test_accuracy_single_view" in metrics:
+        rows.append({"split": "test, the model alone (one view per image)", "key": "test_single_view",
+                     "loss": None, "accuracy": metrics["test_accuracy_single_view"]})
     if metrics is not None and "test_loss" in metrics:
         test = {"loss": metrics["test_loss"], "accuracy": metrics["test_accuracy"]}
     else:  # a model file, or a run made by `cnnlab train` that was never tested
         test = scores(data.y_test, probabilities)
-    rows.append({"split": "test", "key": "test", **test})
+    split = "test" if test_time_augmentation == "none" else f"test, test-time augmentation: {test_time_augmentation}"
+    rows.append({"split": split, "key": "test", **test})
     return rows
 
 
@@ -237,7 +241,7 @@ def build_report(model, data: Dataset, out, *, config=None, metrics=None, histor
     """
     steps = Steps(len(SECTIONS) + 2)
     steps("predicting the test set")
-    probabilities = predict(model, data.x_test)
+    probabilities = predict(model, data.x_test, test_time_augmentation=config.test_time_augmentation if config else "none")
     predicted = probabilities.argmax(axis=1)
     sample = np.arange(min(SAMPLE_SIZE, len(data.x_test)))
     mistakes = confident_mistakes(data.y_test, probabilities, MISTAKES)
@@ -250,7 +254,7 @@ def build_report(model, data: Dataset, out, *, config=None, metrics=None, histor
     steps("run summary")
     page["summary"] = summary_section(model, data, config, metrics)
     steps("scores")
-    page["score_rows"] = score_rows(data, probabilities, metrics)
+    page["score_rows"] = score_rows(data, probabilities, metrics, config.test_time_augmentation if config else "none")
     steps("learning curves")
     page["curves"] = figure_uri(plots.learning_curves(history, metrics["best_epoch"], config.monitor)) \
         if history else None

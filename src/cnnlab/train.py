@@ -264,19 +264,40 @@ def scanned_train_function(model, steps):
 
 def cache_compilations():
     """On JAX, keep compiled steps on disk (beside Keras's dataset cache) unless the user chose a folder: on an H100,
-    compiling `fast`'s steps took longer (~3.6 s) than its 750 steps (0.7 s), and the next run loads them instead."""
+    compiling `fast`'s steps took longer (~3.6 s) than its 750 steps (0.7 s), and the next run loads them instead.
+    Every compilation is kept, not only those over JAX's default second: the validation steps compile in less but
+    are paid again by every run."""
     if keras.backend.backend() != "jax":
         return
     import jax
 
     if jax.config.jax_compilation_cache_dir is None:  # JAX_COMPILATION_CACHE_DIR sets it too
         jax.config.update("jax_compilation_cache_dir", str(keras_cache_dir().parent / "jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def use_scanned_steps(model) -> bool:
     """Where the scan applies: JAX, compiled, several steps per call, one device (a distribution shards the data)."""
     return (keras.backend.backend() == "jax" and model.steps_per_execution > 1 and bool(model.jit_compile)
             and keras.distribution.distribution() is None)
+
+
+def augmentation_stall_warning(model, platform=None) -> str | None:
+    """A warning where training is known to stall: Keras's shift, rotation and zoom layers inside a JAX training step
+    on an accelerator (50 steps did not finish in 45 s on an H100, 11.5 s without them; keras-team/keras#23229).
+    `platform` is JAX's (cpu, gpu, tpu), by default the one it runs on."""
+    stalling = {"RandomTranslation", "RandomRotation", "RandomZoom"} & {type(layer).__name__ for layer in model.layers}
+    if keras.backend.backend() != "jax" or not stalling:
+        return None
+    if platform is None:
+        import jax
+
+        platform = jax.default_backend()
+    if platform == "cpu":
+        return None
+    return (f"warning: {', '.join(sorted(stalling))} make JAX training on a {platform.upper()} stall (Keras's augmentation "
+            f"layers; keras-team/keras#23229); train with KERAS_BACKEND=tensorflow, or without them: "
+            f"--augment-translate 0 --augment-rotate 0 --augment-zoom 0")
 
 
 def validation_epochs(config: Config) -> list:
@@ -335,6 +356,9 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
 
     model.steps_per_execution = execution_steps(config.steps_per_execution, batches.steps_per_epoch)
     cache_compilations()
+    warning = augmentation_stall_warning(model)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if use_scanned_steps(model):
         model.train_function = scanned_train_function(model, model.steps_per_execution)
     in_main_thread = threading.current_thread() is threading.main_thread()
