@@ -9,13 +9,15 @@ import os
 import sys
 import time
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from common import EpochTimer  # noqa: E402
 
 from cnnlab import environment  # noqa: E402
 from cnnlab.config import make_config  # noqa: E402
-from cnnlab.evaluate import evaluate  # noqa: E402
+from cnnlab.evaluate import scores, view_probabilities  # noqa: E402
 from cnnlab.inspection import load_model  # noqa: E402
 from cnnlab.model import build_model  # noqa: E402
 from cnnlab.pipeline import load_data  # noqa: E402
@@ -43,10 +45,10 @@ def main(argv=None):
     setup_seconds = time.perf_counter() - started
     timer = EpochTimer(data.x_test, data.y_test) if args.test_each_epoch else EpochTimer()
     result = train(model, data, config, args.out, verbose=2, callbacks=[timer])
-    best_model = load_model(RunDir(args.out).best_model)
     # what `cnnlab run` reports (with the recipe's test-time augmentation), and the model alone
-    best = evaluate(best_model, data.x_test, data.y_test, test_time_augmentation=config.test_time_augmentation)
-    single_view = evaluate(best_model, data.x_test, data.y_test)
+    per_view = view_probabilities(load_model(RunDir(args.out).best_model), data.x_test,
+                                  test_time_augmentation=config.test_time_augmentation)
+    best, single_view = scores(data.y_test, np.mean(per_view, axis=0)), scores(data.y_test, per_view[0])
     timer.write(args.timing, peer=f"cnnlab {args.recipe}", batch_size=config.batch_size, train_images=len(data.x_train),
                 setup_seconds=setup_seconds, best_epoch=result.best_epoch, test_accuracy_of_best=best["accuracy"],
                 test_accuracy_single_view=single_view["accuracy"],

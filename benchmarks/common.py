@@ -105,6 +105,11 @@ def cnnlab_command(recipe, timing_path, out_dir, data_dir=MNIST_DIR, dataset="mn
     return [str(c) for c in command]
 
 
+def changed_settings(also):
+    """An --also value, "NAME=VALUE[,NAME=VALUE]", as the overrides it names."""
+    return dict(setting.split("=", 1) for setting in also.split(","))
+
+
 def seed_script_command(timing_path, out_dir, data_dir=MNIST_DIR, epochs=20, test_each_epoch=False, batch_size=32):
     command = [PYTHON, BENCHMARKS / "peers" / "seed_script.py", "--data-dir", data_dir, "--epochs", epochs,
                "--batch-size", batch_size, "--train-only", "--timing", timing_path, "--out", out_dir]

@@ -14,7 +14,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from common import BENCHMARKS, MNIST_DIR, cnnlab_command, machine, print_table, run_peer, seed_script_command, write_json
+from common import (BENCHMARKS, MNIST_DIR, changed_settings, cnnlab_command, machine, print_table, run_peer,
+                    seed_script_command, write_json)
 
 
 def summarise(name, result, target):
@@ -61,7 +62,7 @@ def main(argv=None):
             pair.append(summarise(f"cnnlab {args.recipe}", run_peer(command, tmp / "b.json", logs / "tta_cnnlab.log"), args.target))
             rows += [{"round": i, **row} for row in pair]
             for j, also in enumerate(args.also):
-                changed = dict(setting.split("=", 1) for setting in also.split(","))
+                changed = changed_settings(also)
                 command = cnnlab_command(args.recipe, tmp / "c.json", tmp / f"c{i}_{j}", args.data_dir, test_each_epoch=True,
                                          **changed)
                 result = run_peer(command, tmp / "c.json", logs / f"tta_cnnlab_also{j}.log")

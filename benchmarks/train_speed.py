@@ -14,7 +14,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from common import (BENCHMARKS, MNIST_DIR, PYTHON, cnnlab_command, machine, print_table, run_peer,
+from common import (BENCHMARKS, MNIST_DIR, PYTHON, changed_settings, cnnlab_command, machine, print_table, run_peer,
                     seed_script_command, write_json)
 
 
@@ -60,7 +60,7 @@ def main(argv=None):
                 command = cnnlab_command("seed", tmp / "d.json", tmp / f"d{i}", args.data_dir, precision="mixed_bfloat16", **overrides)
                 pair["cnnlab seed bf16"] = measure("cnnlab seed, bfloat16", command, tmp / "d.json", logs / "train_speed_cnnlab_bf16.log")
             for j, also in enumerate(args.also):
-                changed = dict(setting.split("=", 1) for setting in also.split(","))
+                changed = changed_settings(also)
                 command = cnnlab_command("seed", tmp / f"e{j}.json", tmp / f"e{j}-{i}", args.data_dir, **(overrides | changed))
                 pair[also] = measure(f"cnnlab seed, {also}", command, tmp / f"e{j}.json", logs / f"train_speed_cnnlab_also{j}.log")
             if args.torch:

@@ -14,8 +14,13 @@ EPSILON = 1e-7  # as Keras's sparse categorical cross-entropy clips probabilitie
 def predict(model, images, batch_size=256, test_time_augmentation="none") -> np.ndarray:
     """Class probabilities (N, classes); a model that ends in logits gets a softmax. With test-time augmentation,
     the mean of the probabilities of each image's views (see `augmented_views`)."""
+    return np.mean(view_probabilities(model, images, batch_size, test_time_augmentation), axis=0)
+
+
+def view_probabilities(model, images, batch_size=256, test_time_augmentation="none") -> list:
+    """The class probabilities of each of `augmented_views`, in their order: the first is the model alone's."""
     views = augmented_views(np.asarray(images, np.float32), test_time_augmentation)
-    return np.mean([as_probabilities(model.predict(view, batch_size=batch_size, verbose=0)) for view in views], axis=0)
+    return [as_probabilities(model.predict(view, batch_size=batch_size, verbose=0)) for view in views]
 
 
 def augmented_views(images, kind="none") -> list:

@@ -10,11 +10,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from . import environment, files, plots
 from .config import Config, make_config
 from .data import Dataset, load_dataset
 from .errors import CnnlabError
-from .evaluate import evaluate, predict, scores
+from .evaluate import evaluate, scores, view_probabilities
 from .inspection import (check_classifier, check_image_model, conv_layers, feature_maps, filter_images, load_model,
                          trained_kernel, untrained_kernel)
 from .model import build_model, summary_text
@@ -103,13 +105,14 @@ def evaluate_model(model, data: Dataset, out_dir=None, test_time_augmentation="n
     With test-time augmentation the scores are those of the averaged predictions, and the plain model's accuracy
     is kept beside them (`test_accuracy_single_view`), so that what the averaging adds stays visible."""
     check_classifier(model, len(data.class_names))
-    probabilities = predict(model, data.x_test, test_time_augmentation=test_time_augmentation)
+    per_view = view_probabilities(model, data.x_test, test_time_augmentation=test_time_augmentation)
+    probabilities = np.mean(per_view, axis=0)
     test = scores(data.y_test, probabilities)
     print(f"Test ({len(data.y_test):,} images{tta_note(test_time_augmentation)}): loss {test['loss']:.4f}, "
           f"accuracy {test['accuracy']:.2%}")
     result = {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_time_augmentation": test_time_augmentation}
     if test_time_augmentation != "none":
-        result["test_accuracy_single_view"] = scores(data.y_test, predict(model, data.x_test))["accuracy"]
+        result["test_accuracy_single_view"] = scores(data.y_test, per_view[0])["accuracy"]
         print(f"Test accuracy of the model alone (one view per image): {result['test_accuracy_single_view']:.2%}")
     if out_dir is not None:
         n = min(GRID_SIZE, len(data.x_test))

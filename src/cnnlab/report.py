@@ -24,7 +24,7 @@ from .evaluate import (confident_mistakes, confusion_matrix, normalise_rows, per
                        top_k)
 from .explain import grad_cam, saliency
 from .inspection import check_image_model, conv_layers, feature_map_model, load_model
-from .pipeline import filter_figure, load_data
+from .pipeline import filter_figure, load_data, tta_note
 from .rundir import RunDir
 
 SAMPLE_SIZE = 16  # first test images shown with their predictions and explained
@@ -197,8 +197,7 @@ def score_rows(data: Dataset, probabilities, metrics, test_time_augmentation="no
         test = {"loss": metrics["test_loss"], "accuracy": metrics["test_accuracy"]}
     else:  # a model file, or a run made by `cnnlab train` that was never tested
         test = scores(data.y_test, probabilities)
-    split = "test" if test_time_augmentation == "none" else f"test, test-time augmentation: {test_time_augmentation}"
-    rows.append({"split": split, "key": "test", **test})
+    rows.append({"split": f"test{tta_note(test_time_augmentation)}", "key": "test", **test})
     return rows
 
 
