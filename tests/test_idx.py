@@ -107,6 +107,8 @@ GOOD = idx_bytes(np.arange(4 * 28 * 28, dtype=np.uint8).reshape(4, 28, 28))
      "IDX header claims (65536, 65536, 65536, 65536), too large to be an image dataset"),
     (b"\x00\x00\x0e\x01" + np.asarray([2**30], ">u4").tobytes(),
      "IDX header claims (1073741824,), too large to be an image dataset"),
+    (b"\x00\x00\x08\x03" + np.asarray([0, 2**32 - 1, 2**32 - 1], ">u4").tobytes(),  # no data, yet NumPy can't shape it
+     "IDX header claims (0, 4294967295, 4294967295), too large to be an image dataset"),
 ])
 @pytest.mark.parametrize("compress", [False, True])
 def test_bad_idx_files_say_what_is_wrong(tmp_path, content, message, compress):

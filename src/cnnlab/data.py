@@ -118,7 +118,8 @@ def _parse_idx(f, path):
     dims = tuple(int(d) for d in np.frombuffer(dims_bytes, dtype=">u4"))
     dtype = np.dtype(IDX_TYPES[header[2]])
     expected = math.prod(dims) * dtype.itemsize  # Python ints: a NumPy product can overflow to a small number
-    if expected > MAX_IDX_BYTES:
+    # With a 0 among them the file holds no data, yet NumPy cannot shape an empty array whose other dims overflow
+    if max(expected, math.prod(d for d in dims if d) * dtype.itemsize) > MAX_IDX_BYTES:
         raise DataError(f"{path}: IDX header claims {dims}, too large to be an image dataset")
     data = _read_at_most(f, expected + 1)  # one byte more tells a too-long file, without reading a gzip bomb
     if len(data) != expected:
