@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -18,11 +19,7 @@ from common import EpochTimer  # noqa: E402
 from cnnlab import environment  # noqa: E402
 from cnnlab.config import make_config  # noqa: E402
 from cnnlab.evaluate import scores, view_probabilities  # noqa: E402
-from cnnlab.inspection import load_model  # noqa: E402
-from cnnlab.model import build_model  # noqa: E402
-from cnnlab.pipeline import load_data  # noqa: E402
-from cnnlab.rundir import RunDir  # noqa: E402
-from cnnlab.train import set_seeds, steps_per_epoch, train  # noqa: E402
+from cnnlab.pipeline import load_data, train_run  # noqa: E402
 
 
 def main(argv=None):
@@ -38,19 +35,20 @@ def main(argv=None):
         parser.error(f"settings come in --name VALUE pairs, got {rest}")
     overrides = {name.lstrip("-").replace("-", "_"): value for name, value in zip(rest[::2], rest[1::2])}
     config = make_config(recipe=args.recipe, dataset=args.dataset, data_dir=args.data_dir, **overrides)
+    if args.test_each_epoch:
+        test = load_data(config)
+        timer = EpochTimer(test.x_test, test.y_test)
+    else:
+        timer = EpochTimer()
     started = time.perf_counter()
-    data = load_data(config)
-    set_seeds(config.seed)
-    model = build_model(config, steps_per_epoch=steps_per_epoch(config, data))
-    setup_seconds = time.perf_counter() - started
-    timer = EpochTimer(data.x_test, data.y_test) if args.test_each_epoch else EpochTimer()
-    result = train(model, data, config, args.out, verbose=2, callbacks=[timer])
+    out = Path(args.out)
+    _, best, data, metrics = train_run(config, out=out.parent, name=out.name, verbose=2, callbacks=[timer])
+    wall_seconds = time.perf_counter() - started  # training plus loading, building, and scoring the validation set
     # what `cnnlab run` reports (with the recipe's test-time augmentation), and the model alone
-    per_view = view_probabilities(load_model(RunDir(args.out).best_model), data.x_test,
-                                  test_time_augmentation=config.test_time_augmentation)
-    best, single_view = scores(data.y_test, np.mean(per_view, axis=0)), scores(data.y_test, per_view[0])
+    per_view = view_probabilities(best, data.x_test, test_time_augmentation=config.test_time_augmentation)
+    test, single_view = scores(data.y_test, np.mean(per_view, axis=0)), scores(data.y_test, per_view[0])
     timer.write(args.timing, peer=f"cnnlab {args.recipe}", batch_size=config.batch_size, train_images=len(data.x_train),
-                setup_seconds=setup_seconds, best_epoch=result.best_epoch, test_accuracy_of_best=best["accuracy"],
+                wall_seconds=wall_seconds, best_epoch=metrics["best_epoch"], test_accuracy_of_best=test["accuracy"],
                 test_accuracy_single_view=single_view["accuracy"],
                 config=config.to_dict(), environment=environment.describe())
 

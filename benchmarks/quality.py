@@ -33,7 +33,8 @@ def main(argv=None):
                                      data_dir=args.data_dir if dataset == "mnist" else None)
             result = run_peer(command, timing, BENCHMARKS / "results" / f"quality_{dataset}.log")
             minutes = sum(e["seconds"] for e in result["epochs"]) / 60
-            rows.append({"dataset": dataset, "recipe": args.recipe, "epochs": len(result["epochs"]),
+            rows.append({"dataset": dataset, "recipe": args.recipe, "networks": result["config"]["ensemble"],
+                         "epochs": len(result["epochs"]),
                          "best_epoch": result["best_epoch"], "train_minutes": minutes,
                          "test_accuracy": result["test_accuracy_of_best"], "target": TARGETS[dataset],
                          "test_accuracy_single_view": result["test_accuracy_single_view"],
@@ -48,7 +49,7 @@ def main(argv=None):
     write_json(args.json, {"benchmark": "quality", "machine": machine(), "results": rows})
 
 
-COLUMNS = [("dataset", "dataset", "{}"), ("epochs", "epochs", "{}"), ("train_minutes", "train min", "{:.2f}"),
+COLUMNS = [("dataset", "dataset", "{}"), ("networks", "networks", "{}"), ("epochs", "epochs (all networks)", "{}"), ("train_minutes", "train min", "{:.2f}"),
            ("images_per_second", "images/s", "{:,.0f}"), ("test_accuracy", "test acc", "{:.2%}"),
            ("test_time_augmentation", "test-time aug", "{}"), ("test_accuracy_single_view", "model alone", "{:.2%}"),
            ("target", "target", "{:.1%}"), ("met", "met", "{}"), ("seed_notebook", "seed notebook", "{:.2%}")]

@@ -84,6 +84,7 @@ def main_script():
         (["--validation-split", "1"], "validation split 1"),
         (["--conv-filters", "32,x"], "non-numeric filters"),
         (["--epochs", "ten"], "non-numeric flag"),
+        (["--ensemble", "0"], "an ensemble of no network"),
         (["--dataset", "cifar10"], "unknown dataset"),
     ]:
         shown("train", *([] if "--dataset" in flags else ["--dataset", "digits"]), *flags, note=note)

@@ -63,6 +63,18 @@ def test_early_stopping_really_stops(tmp_path):
     assert "early stopping" in metrics["stop_reason"]
 
 
+def test_run_predicts_the_test_set_once(tmp_path, monkeypatch):
+    """The report reuses the scores' predictions (with test-time augmentation, an ensemble's would cost seconds)."""
+    from cnnlab import make_config, pipeline, report
+
+    calls = []
+    views = pipeline.view_probabilities
+    monkeypatch.setattr(pipeline, "view_probabilities", lambda *args, **kwargs: calls.append(1) or views(*args, **kwargs))
+    monkeypatch.setattr(report, "predict", lambda *args, **kwargs: pytest.fail("the report predicted the test set again"))
+    run = pipeline.run(make_config(dataset="digits", epochs=1, limit_train=200), out=tmp_path, name="run", verbose=0)
+    assert len(calls) == 1 and run.report.is_file()
+
+
 def test_evaluate_and_inspect_commands(digits_run, tmp_path):
     assert main(["evaluate", str(digits_run / "best.keras"), "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "evaluation.json").read_text())

@@ -14,6 +14,7 @@ import pytest
 from cnnlab.cli import build_parser, training_config
 from cnnlab.config import RECIPE_DATASET_SETTINGS, RECIPES, make_config
 from cnnlab.errors import ConfigError
+from cnnlab.inspection import ensemble_members, network
 from cnnlab.model import build_model, learning_rate
 from cnnlab.pipeline import train_run
 
@@ -46,28 +47,32 @@ def test_each_recipe_trains_and_records_its_settings(recipe_run):
         assert recorded[key] == value, key
     assert make_config(file=run.config) == config  # config.json reproduces the run
     rows = list(csv.DictReader(run.history.open()))
-    assert len(rows) == 1 and math.isfinite(float(rows[0]["loss"])) and math.isfinite(float(rows[0]["val_loss"]))
+    assert len(rows) == config.ensemble  # one epoch of each network
+    assert all(math.isfinite(float(row["loss"])) and math.isfinite(float(row["val_loss"])) for row in rows)
     assert 0 <= metrics["val_accuracy"] <= 1 and best.output_shape == (None, 10)
     assert metrics["test_time_augmentation"] == config.test_time_augmentation
 
 
 def test_recipes_build_the_network_they_describe(recipe_run):
     name, config, run, best, _ = recipe_run
-    kinds = [type(layer).__name__ for layer in best.layers]
+    members = ensemble_members(best)
+    assert len(members) == (config.ensemble if config.ensemble > 1 else 0)
+    kinds = [type(layer).__name__ for layer in network(best).layers]
     assert kinds.count("Conv2D") == len(config.conv_filters) * config.convs_per_block
     assert kinds.count("BatchNormalization") == (len(config.conv_filters) if config.batch_norm else 0)
     augmenting = {"RandomFlip", "RandomTranslation", "RandomRotation", "RandomZoom"} & set(kinds)
     assert bool(augmenting) == bool(config.augment_flip or config.augment_translate or config.augment_rotate
                                     or config.augment_zoom)
-    hidden = {layer.dtype_policy.name for layer in best.layers[:-1] if not layer.name.startswith("random_")}
-    assert hidden == {config.precision} and best.layers[-1].dtype_policy.name == "float32"  # softmax in float32
+    layers = network(best).layers
+    hidden = {layer.dtype_policy.name for layer in layers[:-1] if not layer.name.startswith("random_")}
+    assert hidden == {config.precision} and layers[-1].dtype_policy.name == "float32"  # softmax in float32
 
 
 def test_augmentation_is_off_at_inference(recipe_run):
     name, config, run, best, _ = recipe_run
     images = np.random.default_rng(0).random((4, 28, 28, 1), np.float32)
     np.testing.assert_array_equal(best.predict(images, verbose=0), best.predict(images, verbose=0))
-    for layer in best.layers:
+    for layer in network(best).layers:
         if layer.name.startswith("random_"):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
 
@@ -111,12 +116,13 @@ def test_cli_flags_set_every_new_setting():
         "train", "--recipe", "fast", "--no-batch-norm", "--convs-per-block", "2", "--precision", "float32",
         "--augment-flip", "--augment-translate", "0.1", "--augment-rotate", "10", "--augment-zoom", "0.2", "--lr-schedule", "cosine",
         "--warmup-fraction", "0.1", "--steps-per-execution", "8", "--jit-compile", "false", "--validation-freq", "3",
-        "--eval-batch-size", "256"])
+        "--eval-batch-size", "256", "--ensemble", "3"])
     c = training_config(args)
     assert (c.recipe, c.batch_norm, c.convs_per_block, c.precision) == ("fast", False, 2, "float32")
     assert (c.augment_flip, c.augment_translate, c.augment_rotate, c.augment_zoom) == (True, 0.1, 10, 0.2)
     assert (c.lr_schedule, c.warmup_fraction, c.steps_per_execution, c.jit_compile) == ("cosine", 0.1, 8, "false")
     assert (c.validation_freq, c.eval_batch_size, c.batch_size) == (3, 256, RECIPES["fast"]["batch_size"])
+    assert c.ensemble == 3
 
 
 def test_jit_compile_takes_toml_booleans(tmp_path):
@@ -133,6 +139,9 @@ def test_jit_compile_takes_toml_booleans(tmp_path):
     ({"augment_rotate": -1}, "augment_rotate"),
     ({"augment_zoom": 1.0}, "augment_zoom"),
     ({"convs_per_block": 0}, "convs_per_block"),
+    ({"ensemble": 0}, "ensemble"),
+    ({"ensemble": 11}, "ensemble"),
+    ({"ensemble": 3, "seed": 2**32 - 2}, "seed"),
     ({"steps_per_execution": 0}, "steps_per_execution"),
     ({"jit_compile": "maybe"}, "jit_compile"),
     ({"validation_freq": 0}, "validation_freq"),

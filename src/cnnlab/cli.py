@@ -40,6 +40,8 @@ def add_training_options(p):
     g.add_argument("--convs-per-block", type=int, metavar="N", help="conv layers before each pooling (1)")
     g.add_argument("--precision", choices=PRECISIONS, help="float32 (default) or mixed_bfloat16 (faster on CPUs "
                    "with AVX512-BF16 and on GPUs)")
+    g.add_argument("--ensemble", type=int, metavar="N", help="train N networks one after another (seeds SEED, SEED+1, "
+                   "...) and save one model that averages their probabilities (1; best on MNIST: 2)")
     g = p.add_argument_group("augmentation (training only; default: none)")
     g.add_argument("--augment-translate", type=float, metavar="F", help="random shifts up to F of the image size")
     g.add_argument("--augment-rotate", type=float, metavar="DEG", help="random rotations up to DEG degrees")

@@ -24,14 +24,16 @@ class ImageError(CnnlabError):
 class TrainingInterrupted(CnnlabError):
     """Ctrl-C: training stopped; what was saved is intact and the run can be resumed."""
 
-    def __init__(self, run_dir, epochs_completed, command="train"):
+    def __init__(self, run_dir, epochs_completed, command="train", network=None):
         super().__init__(run_dir, epochs_completed)
         self.run_dir, self.epochs_completed, self.command = run_dir, epochs_completed, command
+        self.network = network  # in an ensemble: (the network that was training, how many there are)
 
     def __str__(self):
         done = self.epochs_completed
-        kept = (f"{'epoch 1' if done == 1 else f'epochs 1-{done}'} and the best model are kept in {self.run_dir}"
-                if done else f"no epoch had completed in {self.run_dir}")
+        of = f" of network {self.network[0]} of {self.network[1]}" if self.network else ""
+        kept = (f"{'epoch 1' if done == 1 else f'epochs 1-{done}'}{of} and the best model are kept in {self.run_dir}"
+                if done else f"no epoch{of} had completed in {self.run_dir}")
         return f"training interrupted; {kept}; resume with: cnnlab {self.command} --resume {self.run_dir}"
 
 

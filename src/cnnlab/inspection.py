@@ -144,9 +144,23 @@ def check_image_model(model, path=""):
     return model
 
 
+def ensemble_members(model) -> list:
+    """The whole classifiers an ensemble averages (see model.ensemble_model); none for any other model."""
+    if any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers):
+        return []
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)
+            and layer.output_shape == model.output_shape and conv_layers(layer)]
+
+
+def network(model):
+    """The model whose layers are looked inside: the model itself, or an ensemble's first member."""
+    members = ensemble_members(model)
+    return members[0] if members else model
+
+
 def conv_layers(model):
-    """The Conv2D layers of a model, in order."""
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    """The Conv2D layers of a model (of an ensemble's first member), in order."""
+    return [layer for layer in network(model).layers if isinstance(layer, keras.layers.Conv2D)]
 
 
 def filter_images(kernel, input_channel=None):
@@ -176,9 +190,11 @@ def untrained_kernel(layer, seed=0):
 
 
 def feature_map_model(model, include_pooling=False):
-    """A model that returns the output of every conv layer (and pooling layer, if asked) of `model`."""
+    """A model that returns the output of every conv layer (and pooling layer, if asked) of `model` (of an
+    ensemble's first member)."""
     kinds = (keras.layers.Conv2D, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D) if include_pooling \
         else (keras.layers.Conv2D,)
+    model = network(model)
     layers = [layer for layer in model.layers if isinstance(layer, kinds)]
     return keras.Model(model.inputs, [layer.output for layer in layers]), [layer.name for layer in layers]
 

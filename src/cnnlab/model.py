@@ -5,6 +5,7 @@ Conv2D(32,3,relu,same) -> MaxPool(2) -> Conv2D(64,3,relu,same) -> MaxPool(2) -> 
 -> Dense(100,relu) -> Dropout(0.4) -> Dense(10,softmax), Adam, sparse categorical cross-entropy.
 The `fast` and `best` recipes add augmentation layers in front, batch normalisation after each block's pooling,
 more blocks, bfloat16 arithmetic and a learning-rate schedule, all from the same config fields.
+An ensemble (`best` on MNIST) is several such networks trained apart, saved as one model that averages them.
 """
 
 import keras
@@ -43,6 +44,16 @@ def build_model(config: Config = None, num_classes=NUM_CLASSES, steps_per_epoch=
     model = keras.Sequential(layers, name=f"cnnlab_{config.recipe}")
     compile_model(model, config, steps_per_epoch)
     return model
+
+
+def ensemble_model(members) -> keras.Model:
+    """One model whose probabilities are the mean of its members': built from plain Keras layers, so that it is
+    saved, loaded (also by a script without cnnlab), scored and served like a single network."""
+    image = keras.Input(members[0].input_shape[1:], name="image")
+    for k, member in enumerate(members, start=1):
+        member.name = f"member_{k}"  # the members were all saved as cnnlab_<recipe>; a model's layer names must differ
+    probabilities = keras.layers.Average(name="probabilities")([member(image) for member in members])
+    return keras.Model(image, probabilities, name=f"ensemble_of_{len(members)}")
 
 
 def augmentation_layers(config: Config):

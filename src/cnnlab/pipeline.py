@@ -6,6 +6,7 @@
 Each step also runs alone: `train_run`, `evaluate_model`, `inspect_model`.
 """
 
+import dataclasses
 import time
 from datetime import datetime
 from pathlib import Path
@@ -15,11 +16,11 @@ import numpy as np
 from . import environment, files, plots
 from .config import Config, make_config
 from .data import Dataset, load_dataset
-from .errors import CnnlabError
+from .errors import CnnlabError, TrainingInterrupted
 from .evaluate import evaluate, scores, view_probabilities
-from .inspection import (check_classifier, check_image_model, conv_layers, feature_maps, filter_images, load_model,
-                         trained_kernel, untrained_kernel)
-from .model import build_model, summary_text
+from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_maps,
+                         filter_images, load_model, trained_kernel, untrained_kernel)
+from .model import build_model, ensemble_model, summary_text
 from .rundir import RunDir
 from .train import check_resumable, load_checkpoint, set_seeds, steps_per_epoch, train, training_left
 
@@ -48,45 +49,78 @@ def load_data(config: Config) -> Dataset:
     return load_dataset(config.dataset, config.data_dir, config.validation_split, config.seed, config.limit_train)
 
 
-def train_run(config: Config, out="runs", name=None, resume=None, verbose=None):
-    """Build (or resume) and train a model; returns the run directory, the best model, the data and the result.
+def train_run(config: Config, out="runs", name=None, resume=None, verbose=None, callbacks=()):
+    """Build (or resume) and train a model; returns the run directory, the best model, the data and the metrics.
 
     `resume` is a run directory to continue from its last completed epoch; pass its own config
     (`resume_config`), else the resumed run would train differently from how it started.
+    An ensemble trains its networks one after another, each in a run directory of its own (`RunDir.member`), so
+    that a resumed ensemble keeps the networks it finished. `callbacks` go to Keras's fit (a benchmark's timer).
     """
     run = RunDir(resume) if resume else new_run_dir(config, out, name)
-    state = run.read_state() if resume else None
-    if state:
-        check_resumable(run, state, config)
-        model = load_checkpoint(run.path)
-        print(f"Resuming {run.path} after epoch {state['epochs_completed']}"
-              + ("" if training_left(state, config) else ": training had finished; evaluating"))
-    else:
-        if resume:
-            print(f"Restarting {run.path} from the beginning: no epoch had completed")
+    networks = [run] if config.ensemble == 1 else [run.member(k) for k in range(1, config.ensemble + 1)]
+    states = [network.read_state() if resume else None for network in networks]
+    if resume:
+        if states[-1]:  # the networks train in order: the last one's state says whether anything is left
+            check_resumable(run, states[-1], config)
+        print(resume_note(run, states, config))
+    if not states[0]:
         set_seeds(config.seed)
     files.write_json(run.config, config.to_dict())  # from here on, a killed run can be resumed
     data = load_data(config)
-    if not state:
-        model = build_model(config, steps_per_epoch=steps_per_epoch(config, data))
     print(f"Data: {config.dataset} from {data.source}: " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()))
-    summary = summary_text(model)
-    print(summary)
-    files.write_text(run.summary, summary + "\n")
-    result = train(model, data, config, run.path, resume=bool(resume), verbose=verbose)
-    best = load_model(run.best_model)
+    results = []
+    for k, (network, state) in enumerate(zip(networks, states)):
+        network_config = dataclasses.replace(config, seed=config.seed + k)  # the same split, its own weights
+        if state:
+            model = load_checkpoint(network.path)
+        else:
+            if k:
+                set_seeds(network_config.seed)
+            model = build_model(network_config, steps_per_epoch=steps_per_epoch(config, data))
+        if k == 0:
+            summary = summary_text(model)
+            if config.ensemble > 1:
+                summary += f"\nEnsemble: the mean of {config.ensemble} such networks' probabilities (seeds " \
+                           f"{config.seed}..{config.seed + config.ensemble - 1})"
+            print(summary)
+            files.write_text(run.summary, summary + "\n")
+        if config.ensemble > 1:
+            print(f"Network {k + 1} of {config.ensemble} (seed {network_config.seed}): {network.path}")
+        try:
+            results.append(train(model, data, network_config, network.path, resume=bool(state), verbose=verbose,
+                                 callbacks=callbacks))
+        except TrainingInterrupted as e:  # resumed from the run directory, not from the network's own
+            if config.ensemble == 1:
+                raise
+            raise TrainingInterrupted(run.path, e.epochs_completed, network=(k + 1, config.ensemble)) from None
+    single = config.ensemble == 1
+    if single:
+        best, history = load_model(run.best_model), results[0].history
+    else:
+        best = ensemble_model([load_model(network.best_model, compile=False) for network in networks])
+        files.save_model(best, run.best_model)
+        history = stacked_history([result.history for result in results])
+        run.write_history(history)
     validation = evaluate(best, data.x_val, data.y_val, test_time_augmentation=config.test_time_augmentation)
-    print(f"Stopped: {result.stop_reason}")
-    print(f"Validation (best model, epoch {result.best_epoch}{tta_note(config.test_time_augmentation)}): "
+    best_epochs = [result.best_epoch for result in results]
+    epochs_run = [result.epochs_run for result in results]
+    for k, result in enumerate(results, start=1):
+        print(f"Stopped{'' if single else f' (network {k})'}: {result.stop_reason}")
+    which = f"epoch {best_epochs[0]}" if single else \
+        f"the mean of {config.ensemble} networks, best epochs {', '.join(map(str, best_epochs))}"
+    print(f"Validation (best model, {which}{tta_note(config.test_time_augmentation)}): "
           f"loss {validation['loss']:.4f}, accuracy {validation['accuracy']:.2%}")
-    files.save_figure(plots.learning_curves(result.history, result.best_epoch, config.monitor),
-                      run.figure("learning_curves"))
+    files.save_figure(plots.learning_curves(history, best_epochs, config.monitor), run.figure("learning_curves"))
+    train_seconds = sum(result.seconds for result in results)
     metrics = {
         "dataset": config.dataset, "data_source": data.source, "sizes": data.sizes(), "seed": config.seed,
-        "recipe": config.recipe, "parameters": int(model.count_params()),
-        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-        "stop_reason": result.stop_reason, "train_seconds": round(result.seconds, 2),
-        "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
+        "recipe": config.recipe, "parameters": int(best.count_params()),
+        "best_epoch": best_epochs[0] if single else best_epochs, "epochs_run": epochs_run[0] if single else epochs_run,
+        "stopped_early": any(result.stopped_early for result in results),
+        "stop_reason": "; ".join(f"{'' if single else f'network {k}: '}{result.stop_reason}"
+                                 for k, result in enumerate(results, start=1)),
+        "train_seconds": round(train_seconds, 2), "seconds_per_epoch": round(train_seconds / max(sum(epochs_run), 1), 2),
         "val_loss": validation["loss"], "val_accuracy": validation["accuracy"],
         "test_time_augmentation": config.test_time_augmentation,
         **environment.describe(),
@@ -95,17 +129,43 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None):
     return run, best, data, metrics
 
 
+def resume_note(run: RunDir, states, config: Config) -> str:
+    """Where a resumed run goes on from: which epoch (and, in an ensemble, which network), or that it had finished."""
+    if not any(states):
+        return f"Restarting {run.path} from the beginning: no epoch had completed"
+    left = [k for k, state in enumerate(states) if not state or training_left(state, config)]
+    if not left:
+        return f"Resuming {run.path} after epoch {states[-1]['epochs_completed']}: training had finished; evaluating"
+    k = left[0]
+    network = "" if len(states) == 1 else f" network {k + 1} of {len(states)}"
+    return f"Resuming {run.path}{network} " + (f"after epoch {states[k]['epochs_completed']}" if states[k]
+                                                else "from its start")
+
+
+def stacked_history(histories) -> dict:
+    """The networks' histories one below the other, with a `member` column (1, 2, ...) saying whose row it is."""
+    keys = ["member", *dict.fromkeys(key for history in histories for key in history)]
+    stacked = {key: [] for key in keys}
+    for k, history in enumerate(histories, start=1):
+        rows = len(history.get("epoch", []))
+        for key in keys:
+            stacked[key] += [k] * rows if key == "member" else history.get(key, [np.nan] * rows)
+    return stacked
+
+
 def tta_note(test_time_augmentation):
     return "" if test_time_augmentation == "none" else f", test-time augmentation: {test_time_augmentation}"
 
 
-def evaluate_model(model, data: Dataset, out_dir=None, test_time_augmentation="none") -> dict:
+def evaluate_model(model, data: Dataset, out_dir=None, test_time_augmentation="none", per_view=None) -> dict:
     """Test loss and accuracy; with `out_dir`, also the figure of test images with predicted and true labels.
 
     With test-time augmentation the scores are those of the averaged predictions, and the plain model's accuracy
-    is kept beside them (`test_accuracy_single_view`), so that what the averaging adds stays visible."""
+    is kept beside them (`test_accuracy_single_view`), so that what the averaging adds stays visible.
+    `per_view` is the test set's `view_probabilities`, when the caller has them already."""
     check_classifier(model, len(data.class_names))
-    per_view = view_probabilities(model, data.x_test, test_time_augmentation=test_time_augmentation)
+    if per_view is None:
+        per_view = view_probabilities(model, data.x_test, test_time_augmentation=test_time_augmentation)
     probabilities = np.mean(per_view, axis=0)
     test = scores(data.y_test, probabilities)
     print(f"Test ({len(data.y_test):,} images{tta_note(test_time_augmentation)}): loss {test['loss']:.4f}, "
@@ -132,6 +192,10 @@ def filter_figure(layer):
 def inspect_model(model, image, out_dir, title="input", include_pooling=False) -> list:
     """Filters (trained beside untrained) and feature maps of every conv layer, as PNGs in `out_dir`."""
     check_image_model(model)
+    members = ensemble_members(model)
+    if members:
+        print(f"{model.name} averages {len(members)} networks; the filters and feature maps are the first one's "
+              f"({members[0].name})")
     out_dir = Path(out_dir)
     written = []
 
@@ -151,7 +215,8 @@ def run(config: Config, out="runs", name=None, resume=None, verbose=None) -> Run
     """The whole assignment: train with early stopping, score on the test set, show, look inside."""
     started = time.perf_counter()
     run_dir, best, data, metrics = train_run(config, out, name, resume, verbose)
-    metrics.update(evaluate_model(best, data, run_dir.figures, config.test_time_augmentation))
+    per_view = view_probabilities(best, data.x_test, test_time_augmentation=config.test_time_augmentation)
+    metrics.update(evaluate_model(best, data, run_dir.figures, config.test_time_augmentation, per_view))
     index = 0
     inspect_model(best, data.x_test[index], run_dir.figures,
                   title=f"test image {index}: {data.class_names[data.y_test[index]]}")
@@ -159,7 +224,7 @@ def run(config: Config, out="runs", name=None, resume=None, verbose=None) -> Run
     files.write_json(run_dir.metrics, metrics)
     from .report import report_from_run  # the report builds on this module
 
-    print(f"Report: {report_from_run(run_dir.path, model=best, data=data)}")
+    print(f"Report: {report_from_run(run_dir.path, model=best, data=data, probabilities=np.mean(per_view, axis=0))}")
     print(f"Run directory: {run_dir.path}")
     return run_dir
 

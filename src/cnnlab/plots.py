@@ -15,15 +15,22 @@ CORRECT = "#1f1f1f"
 
 
 def learning_curves(history, best_epoch=None, monitor="val_loss") -> Figure:
-    """Loss and accuracy per epoch, train vs validation, with the best epoch marked."""
+    """Loss and accuracy per epoch, train vs validation, with the best epoch marked. An ensemble's history (with a
+    `member` column) gets a train and a validation curve per network, and `best_epoch` one epoch per network."""
     fig = Figure(figsize=(10, 3.8), layout="constrained")
-    epochs = history.get("epoch") or list(range(1, len(history["loss"]) + 1))
+    epochs = np.asarray(history.get("epoch") or range(1, len(history["loss"]) + 1))
+    members = np.asarray(history["member"]) if "member" in history else np.ones(len(epochs))
+    networks = list(dict.fromkeys(members.tolist()))
+    best_epochs = best_epoch if isinstance(best_epoch, (list, tuple)) else [best_epoch]
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
-        ax.plot(epochs, history[metric], "o-", label="train")
-        if f"val_{metric}" in history:
-            ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
-        if best_epoch:
-            ax.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch ({best_epoch}, by {monitor})")
+        for network in networks:
+            rows = members == network
+            which = f" (network {network:g})" if len(networks) > 1 else ""
+            ax.plot(epochs[rows], np.asarray(history[metric])[rows], "o-", label=f"train{which}")
+            if f"val_{metric}" in history:
+                ax.plot(epochs[rows], np.asarray(history[f"val_{metric}"])[rows], "o-", label=f"validation{which}")
+        for epoch in dict.fromkeys(epoch for epoch in best_epochs if epoch):
+            ax.axvline(epoch, color="grey", linestyle="--", label=f"best epoch ({epoch}, by {monitor})")
         ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)

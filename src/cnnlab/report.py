@@ -23,7 +23,7 @@ from .errors import CnnlabError
 from .evaluate import (confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, predict, scores,
                        top_k)
 from .explain import grad_cam, saliency
-from .inspection import check_image_model, conv_layers, feature_map_model, load_model
+from .inspection import check_image_model, conv_layers, ensemble_members, feature_map_model, load_model
 from .pipeline import filter_figure, load_data, tta_note
 from .rundir import RunDir
 
@@ -69,10 +69,11 @@ def read_run_history(run: RunDir) -> dict:
     return history
 
 
-def report_from_run(run_dir, out=None, model=None, data=None, data_dir=None) -> Path:
+def report_from_run(run_dir, out=None, model=None, data=None, data_dir=None, probabilities=None) -> Path:
     """(Re)build a run directory's report.html from its config, metrics, history and best model.
 
-    `model` and `data` skip loading them again when the caller (pipeline.run) has them at hand;
+    `model`, `data` and the model's test-set `probabilities` skip computing them again when the caller (pipeline.run)
+    has them at hand;
     `data_dir` overrides where the run's dataset is read from.
     """
     run = RunDir(run_dir)
@@ -88,7 +89,8 @@ def report_from_run(run_dir, out=None, model=None, data=None, data_dir=None) -> 
             config.data_dir = str(data_dir)
         data = load_data(config)
     return build_report(model, data, Path(out) if out else run.report, config=config, metrics=metrics,
-                        history=history, title=run.path.name, origin=f"run directory {run.path}")
+                        history=history, title=run.path.name, origin=f"run directory {run.path}",
+                        probabilities=probabilities)
 
 
 def report_for_model(model, data: Dataset, out, model_path) -> Path:
@@ -233,14 +235,25 @@ def feature_map_figures(model, data: Dataset) -> list:
             for name, maps in zip(layer_names, outputs)]
 
 
-def build_report(model, data: Dataset, out, *, config=None, metrics=None, history=None, title, origin) -> Path:
+def ensemble_note(model):
+    members = ensemble_members(model)
+    return (f"This model averages the probabilities of {len(members)} networks; the filters, feature maps and "
+            f"Grad-CAM below are the first network's ({members[0].name}), for the class the whole model predicts."
+            if members else None)
+
+
+def build_report(model, data: Dataset, out, *, config=None, metrics=None, history=None, title, origin,
+                 probabilities=None) -> Path:
     """Compute every section's figures and numbers, fill the template, write `out` atomically.
 
     `config`, `metrics` and `history` are a run's record; without them (a model file) the page says so.
+    `probabilities` are the test set's (with the run's test-time augmentation), when the caller has them.
     """
     steps = Steps(len(SECTIONS) + 2)
     steps("predicting the test set")
-    probabilities = predict(model, data.x_test, test_time_augmentation=config.test_time_augmentation if config else "none")
+    if probabilities is None:
+        probabilities = predict(model, data.x_test,
+                                test_time_augmentation=config.test_time_augmentation if config else "none")
     predicted = probabilities.argmax(axis=1)
     sample = np.arange(min(SAMPLE_SIZE, len(data.x_test)))
     mistakes = confident_mistakes(data.y_test, probabilities, MISTAKES)
@@ -249,6 +262,7 @@ def build_report(model, data: Dataset, out, *, config=None, metrics=None, histor
         "headings": {key: f"{n}. {text}" for n, (key, text) in enumerate(SECTIONS, start=1)},
         "class_names": data.class_names, "trained_here": metrics is not None, "metrics": metrics or {},
         "monitor": config.monitor if config else None, "top_k": TOP_K, "sample_size": len(sample),
+        "ensemble_note": ensemble_note(model),
     }
     steps("run summary")
     page["summary"] = summary_section(model, data, config, metrics)

@@ -10,6 +10,8 @@ runs/<name>/
   report.html        all of it on one self-contained page (cnnlab.report)
   checkpoint/        the last completed epoch, for --resume: epoch-NNNN.keras (model + optimizer) and
                      state.json (history, best score, early-stopping and dropout state), the commit point
+  members/K/         an ensemble's networks, each trained as a run of its own (history.csv, best.keras,
+                     checkpoint/); the run's best.keras averages them, and its history.csv has a member column
 """
 
 import csv
@@ -39,11 +41,15 @@ class RunDir:
     def figure(self, name):
         return self.figures / f"{name}.png"
 
+    def member(self, k):
+        """The run directory of an ensemble's k-th network (from 1)."""
+        return RunDir(self.path / "members" / str(k))
+
     def checkpoint_model(self, epoch):
         return self.checkpoints / f"epoch-{epoch:04d}.keras"
 
     def holds_model(self):
-        return self.best_model.exists() or self.state.exists()
+        return self.best_model.exists() or self.state.exists() or (self.path / "members").exists()
 
     def read_state(self):
         """The training state of the last completed epoch, or None when no epoch has completed."""
