@@ -49,7 +49,8 @@ def main(argv=None):
     write_json(args.json, {"benchmark": "quality", "machine": machine(), "results": rows})
 
 
-COLUMNS = [("dataset", "dataset", "{}"), ("networks", "networks", "{}"), ("epochs", "epochs (all networks)", "{}"), ("train_minutes", "train min", "{:.2f}"),
+COLUMNS = [("dataset", "dataset", "{}"), ("networks", "networks", "{}"), ("epochs", "epochs (all networks)", "{}"),
+           ("train_minutes", "train min", "{:.2f}"),
            ("images_per_second", "images/s", "{:,.0f}"), ("test_accuracy", "test acc", "{:.2%}"),
            ("test_time_augmentation", "test-time aug", "{}"), ("test_accuracy_single_view", "model alone", "{:.2%}"),
            ("target", "target", "{:.1%}"), ("met", "met", "{}"), ("seed_notebook", "seed notebook", "{:.2%}")]
