@@ -9,7 +9,7 @@ import signal
 
 import numpy as np
 import pytest
-from robustness_helpers import Training, history_epochs, temporaries
+from robustness_helpers import Training, history_epochs, run_cnnlab, temporaries
 
 from cnnlab import RunDir, load_model, make_config, resume_config, train_run
 
@@ -72,3 +72,23 @@ def test_ctrl_c_keeps_completed_epochs_and_resume_finishes_the_run(straight, tmp
     assert_same_run(run, reference)
     assert sorted(p.name for p in run.checkpoints.iterdir()) == [f"epoch-{len(history_epochs(run.path)):04d}.keras",
                                                                  "state.json"]
+
+
+def test_a_run_directory_in_use_is_refused_to_a_second_process(tmp_path):
+    run = RunDir(tmp_path / "run")
+    training = Training("train", "--dataset=digits", "--epochs=300", "--patience=300", "--out", tmp_path, "--name", "run")
+    assert training.wait_for("Epoch 2/") is not None, training.stderr[-2000:]
+    code, second = run_cnnlab("train", "--resume", run.path, timeout=120)
+    assert training.process.poll() is None, "the first training ended before the second process tried"
+    assert code == 2 and second.error_lines() == [
+        f"cnnlab: error: {run.path} is in use by another cnnlab process; wait for it to finish, or stop it (Ctrl-C) "
+        f"and resume with: cnnlab train --resume {run.path}"]
+    training.process.send_signal(signal.SIGINT)
+    assert training.finish() == 130
+    completed = run.read_state()["epochs_completed"]
+    history = history_epochs(run.path)
+    assert history == list(range(1, completed + 1))  # the refused process wrote nothing
+
+    code, resumed = run_cnnlab("train", "--resume", run.path, "--epochs", completed + 1)  # the lock went with the process
+    assert code == 0, resumed.stderr[-2000:]
+    assert history_epochs(run.path) == list(range(1, completed + 2))

@@ -14,6 +14,7 @@ from pathlib import Path
 from .errors import CnnlabError
 
 TEMP_PREFIX = ".cnnlab-tmp-"  # what a crash can leave behind: never a target name, removed by remove_temporaries
+LOCK_NAME = ".cnnlab-lock"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -49,6 +50,31 @@ def _fsync_folder(folder):
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(folder):
+    """Hold a lock on `folder` while the block runs, so that two cnnlab processes never train into one run directory
+    (their checkpoints would interleave). The OS drops the lock when the process ends, even on kill -9. Where Python
+    has no flock (Windows), the block runs unguarded."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_NAME, "a")  # noqa: SIM115 (closed below, after the block)
+    except OSError as e:
+        raise CnnlabError(f"cannot write to {folder}: {e.strerror or e}; choose another --out folder") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CnnlabError(f"{folder} is in use by another cnnlab process; wait for it to finish, or stop it "
+                              f"(Ctrl-C) and resume with: cnnlab train --resume {folder}") from None
+        yield
 
 
 def remove_temporaries(folder):

@@ -58,6 +58,13 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None, 
     that a resumed ensemble keeps the networks it finished. `callbacks` go to Keras's fit (a benchmark's timer).
     """
     run = RunDir(resume) if resume else new_run_dir(config, out, name)
+    with files.exclusive(run.path):
+        if not resume:  # checked again under the lock: a process that held it may have finished a run of this name
+            new_run_dir(config, out, run.path.name)
+        return _train_run(run, config, resume, verbose, callbacks)
+
+
+def _train_run(run: RunDir, config: Config, resume, verbose, callbacks):
     networks = [run] if config.ensemble == 1 else [run.member(k) for k in range(1, config.ensemble + 1)]
     states = [network.read_state() if resume else None for network in networks]
     if resume:
