@@ -65,7 +65,7 @@ def exclusive(folder):
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / LOCK_NAME, "a")  # noqa: SIM115 (closed below, after the block)
+        handle = open(folder / LOCK_NAME, "a")
     except OSError as e:
         raise CnnlabError(f"cannot write to {folder}: {e.strerror or e}; choose another --out folder") from None
     with handle:

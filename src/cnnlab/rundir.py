@@ -10,6 +10,7 @@ runs/<name>/
   report.html        all of it on one self-contained page (cnnlab.report)
   checkpoint/        the last completed epoch, for --resume: epoch-NNNN.keras (model + optimizer) and
                      state.json (history, best score, early-stopping and dropout state), the commit point
+  .cnnlab-lock       locked while a process trains here, so that a second one is refused (files.exclusive)
   members/K/         an ensemble's networks, each trained as a run of its own (history.csv, best.keras,
                      checkpoint/); the run's best.keras averages them, and its history.csv has a member column
 """
