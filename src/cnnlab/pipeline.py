@@ -27,10 +27,13 @@ from .train import check_resumable, load_checkpoint, set_seeds, steps_per_epoch,
 GRID_SIZE = 32  # test images shown with their predictions
 
 
-def new_run_dir(config: Config, out="runs", name=None) -> RunDir:
+def run_path(config: Config, out="runs", name=None) -> Path:
+    return Path(out) / (name or f"{config.dataset}-{config.recipe}-{datetime.now():%Y%m%d-%H%M%S}")
+
+
+def new_run_dir(path) -> RunDir:
     """A fresh run directory; never one that already holds a model (a failed run must not replace a good one)."""
-    name = name or f"{config.dataset}-{config.recipe}-{datetime.now():%Y%m%d-%H%M%S}"
-    run = RunDir(Path(out) / name)
+    run = RunDir(path)
     if run.holds_model():
         raise CnnlabError(f"{run.path} already holds a trained model; choose another --name, or --resume {run.path}")
     files.check_writable(run.path)
@@ -57,15 +60,15 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None, 
     An ensemble trains its networks one after another, each in a run directory of its own (`RunDir.member`), so
     that a resumed ensemble keeps the networks it finished. `callbacks` go to Keras's fit (a benchmark's timer).
     """
-    run = RunDir(resume) if resume else new_run_dir(config, out, name)
-    with files.exclusive(run.path):
-        if not resume:  # checked again under the lock: a process that held it may have finished a run of this name
-            new_run_dir(config, out, run.path.name)
+    path = Path(resume) if resume else run_path(config, out, name)
+    with files.exclusive(path):  # checked under the lock: a process that held it may have finished a run of this name
+        run = RunDir(path) if resume else new_run_dir(path)
         return _train_run(run, config, resume, verbose, callbacks)
 
 
 def _train_run(run: RunDir, config: Config, resume, verbose, callbacks):
-    networks = [run] if config.ensemble == 1 else [run.member(k) for k in range(1, config.ensemble + 1)]
+    single = config.ensemble == 1
+    networks = [run] if single else [run.member(k) for k in range(1, config.ensemble + 1)]
     states = [network.read_state() if resume else None for network in networks]
     if resume:
         if states[-1]:  # the networks train in order: the last one's state says whether anything is left
@@ -87,21 +90,20 @@ def _train_run(run: RunDir, config: Config, resume, verbose, callbacks):
             model = build_model(network_config, steps_per_epoch=steps_per_epoch(config, data))
         if k == 0:
             summary = summary_text(model)
-            if config.ensemble > 1:
+            if not single:
                 summary += f"\nEnsemble: the mean of {config.ensemble} such networks' probabilities (seeds " \
                            f"{config.seed}..{config.seed + config.ensemble - 1})"
             print(summary)
             files.write_text(run.summary, summary + "\n")
-        if config.ensemble > 1:
+        if not single:
             print(f"Network {k + 1} of {config.ensemble} (seed {network_config.seed}): {network.path}")
         try:
             results.append(train(model, data, network_config, network.path, resume=bool(state), verbose=verbose,
                                  callbacks=callbacks))
         except TrainingInterrupted as e:  # resumed from the run directory, not from the network's own
-            if config.ensemble == 1:
+            if single:
                 raise
             raise TrainingInterrupted(run.path, e.epochs_completed, network=(k + 1, config.ensemble)) from None
-    single = config.ensemble == 1
     if single:
         best, history = load_model(run.best_model), results[0].history
     else:
