@@ -59,7 +59,7 @@ if settings.pop("stop_gradient", False):  # is it the gradient through the augme
 from cnnlab.config import make_config
 from cnnlab.model import build_model
 from cnnlab.pipeline import load_data
-from cnnlab import train as training
+from cnnlab import training
 config = make_config(recipe="best", data_dir=sys.argv[2], epochs=1, limit_train=6000, **settings)
 data = load_data(config)
 model = build_model(config, steps_per_epoch=training.steps_per_epoch(config, data))

@@ -18,7 +18,7 @@ from common import EpochTimer  # noqa: E402
 
 from cnnlab import environment  # noqa: E402
 from cnnlab.config import make_config  # noqa: E402
-from cnnlab.evaluate import scores, view_probabilities  # noqa: E402
+from cnnlab.evaluation import scores, view_probabilities  # noqa: E402
 from cnnlab.pipeline import load_data, train_run  # noqa: E402
 
 

@@ -3,7 +3,7 @@
     python benchmarks/inference.py [--model runs/NAME/best.keras] [--recipe seed] [--json benchmarks/results/inference.json]
 
 Peers, in one process on one model, taking turns: the seed notebook's own call (`m.predict(tt_x)`: float64
-input, Keras's default batch of 32), cnnlab's `evaluate.predict` (float32, batch 256), and larger batches.
+input, Keras's default batch of 32), cnnlab's `evaluation.predict` (float32, batch 256), and larger batches.
 Single images: the notebook's `m.predict(x[0:1])` against `predict_on_batch` and a direct call of the model.
 Target (issue 5): >= 10,000 images/s for the seed model on 2 cores.
 """
@@ -38,7 +38,7 @@ def main(argv=None):
 
     from cnnlab.config import make_config
     from cnnlab.data import load_dataset
-    from cnnlab.evaluate import predict
+    from cnnlab.evaluation import predict
     from cnnlab.inspection import load_model
     from cnnlab.model import build_model
 
@@ -47,7 +47,7 @@ def main(argv=None):
     model = load_model(args.model) if args.model else build_model(make_config(recipe=args.recipe), steps_per_epoch=1)
     batch_ways = {
         "seed notebook: m.predict(tt_x), batch 32, float64": lambda: model.predict(x64, verbose=0),
-        "cnnlab evaluate.predict, batch 256": lambda: predict(model, x),
+        "cnnlab evaluation.predict, batch 256": lambda: predict(model, x),
         "model.predict, batch 1024": lambda: model.predict(x, batch_size=1024, verbose=0),
         "model.predict, batch 4096": lambda: model.predict(x, batch_size=4096, verbose=0),
     }

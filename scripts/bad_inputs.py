@@ -86,6 +86,7 @@ def main_script():
         (["--epochs", "ten"], "non-numeric flag"),
         (["--ensemble", "0"], "an ensemble of no network"),
         (["--dataset", "cifar10"], "unknown dataset"),
+        (["--limit-train", "20"], "too few images for a validation image of every class"),
     ]:
         shown("train", *([] if "--dataset" in flags else ["--dataset", "digits"]), *flags, note=note)
     configs = {
@@ -132,12 +133,18 @@ def main_script():
         victim.process.kill()
         ROWS.append((f"kill -9 once the line '{moment}' appeared", f"cnnlab train --dataset digits --epochs 3 "
                      f"--out runs --name {name}", victim.finish(), victim.error_lines()))
+        if name == "killed":
+            shown("compare", "runs/ctrl-c", "runs/killed", note="compare with that run before it is resumed")
         shown("train", "--resume", f"runs/{name}", note="resume after kill -9 (stdout shown)", stdout_starting=progress)
     shown("train", "--resume", "runs/ctrl-c", "--dropout", "0.1", note="--resume with a changed setting")
     shown("train", "--resume", "runs/ctrl-c", "--name", "copy", note="--resume with a new run name")
     shown("train", "--resume", "runs/ctrl-c", note="--resume of a finished run")
     shown("train", "--resume", "runs", note="--resume of a folder that is not a run")
     shown("train", "--dataset", "digits", "--out", "runs", "--name", "ctrl-c", note="new run over an existing one")
+    shown("train", "--dataset", "digits", "--lr-schedule", "one_cycle", "--epochs", "1", "--out", "runs",
+          "--name", "scheduled", note="a run with a learning-rate schedule (stdout shown)", stdout_starting=("Stopped",))
+    shown("train", "--resume", "runs/scheduled", "--epochs", "3",
+          note="--resume with more epochs of a run whose schedule has ended")
 
     section("Model files (`cnnlab inspect`; `cnnlab evaluate` prints the same)")
     models = make_model_files(Path("models"))
@@ -159,6 +166,9 @@ def main_script():
     shown("evaluate", "models/missing.keras", note="missing model file")
     shown("evaluate", "models", note="folder instead of a model")
     shown("inspect", "models/good.keras", "--dataset", "digits", "--index", "5000", note="image index out of range")
+
+    section("Web app")
+    shown("serve", "models/good.keras", "--port", "70000", note="port out of range")
 
     section("Data")
     Path("no-data").mkdir()

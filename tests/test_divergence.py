@@ -13,7 +13,7 @@ from cnnlab import files
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError, TrainingDiverged
 from cnnlab.pipeline import load_data
-from cnnlab.train import load_checkpoint, train
+from cnnlab.training import load_checkpoint, train
 
 # Plain SGD with a learning rate of 10 and two wide dense layers overflows to NaN within the first epoch on digits.
 DIVERGING = {"dataset": "digits", "optimizer": "sgd", "batch_size": 8, "dense_units": "1000,1000", "dropout": 0,

@@ -1,6 +1,7 @@
 """An ensemble: networks trained one after another on the same split, saved as one plain Keras model that averages
 their probabilities; looked inside, explained, interrupted and resumed like a single network."""
 
+import dataclasses
 import hashlib
 
 import keras
@@ -48,6 +49,8 @@ def test_history_and_metrics_record_each_network(ensemble_run):
     assert len(metrics["best_epoch"]) == 2 and metrics["epochs_run"] == [2, 2]
     assert metrics["stop_reason"].startswith("network 1: ") and "; network 2: " in metrics["stop_reason"]
     assert run.read_config().ensemble == 2 and (run.path / "figures" / "learning_curves.png").stat().st_size > 0
+    for k in (1, 2):  # each network's own settings, beside its model (evaluate and predict read the dataset there)
+        assert run.member(k).read_config() == dataclasses.replace(run.read_config(), seed=41 + k, ensemble=1)
 
 
 def test_inspection_and_explanations_use_the_first_network(ensemble_run, tmp_path):

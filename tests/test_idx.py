@@ -188,8 +188,8 @@ def test_nothing_found_lists_every_place_looked(homes):
     message = str(caught.value)
     for place in ("data_env", "keras_home", "debian", "cnnlab_cache"):
         assert str(homes[place]) in message
-    assert message.endswith("downloads disabled); pass --data-dir DIR with the four IDX files, or connect to the "
-                            "internet, or install Debian's dataset-fashion-mnist")
+    assert message.endswith("downloads disabled); pass --data-dir DIR with the four IDX files, or add --download, "
+                            "or install Debian's dataset-fashion-mnist")
 
 
 def test_explicit_data_dir_without_the_files_is_an_error(homes, tmp_path):

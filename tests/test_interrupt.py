@@ -43,6 +43,7 @@ def test_resumed_run_matches_the_uninterrupted_run(straight, tmp_path):
     split = tmp_path / "split"
     run, _, _, metrics = train_run(resume_config(split, epochs=EPOCHS), resume=split, verbose=0)
     assert_same_run(run, reference)
+    assert run.summary.read_text() == reference.summary.read_text()  # not the checkpoint's, with its optimizer's
     assert metrics["epochs_run"] == reference_metrics["epochs_run"]
     assert metrics["val_loss"] == pytest.approx(reference_metrics["val_loss"], abs=TOLERANCE)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cnnlab import train as training
+from cnnlab import training
 from cnnlab.config import make_config
 from cnnlab.pipeline import load_data
 from cnnlab.model import build_model
@@ -81,7 +81,7 @@ def jax_runs(tmp_path_factory):
 
 
 def test_scanned_steps_are_used_and_train_as_kerass_own_loop(jax_runs):
-    from cnnlab.train import execution_steps
+    from cnnlab.training import execution_steps
 
     result, _ = jax_runs
     steps = result["steps_per_epoch"]

@@ -65,9 +65,10 @@ def test_missing_model_and_folder(capsys, tmp_path, command):
     assert error_of(capsys, command, tmp_path) == f"cnnlab: error: {tmp_path}: is a folder, not a model file"
 
 
-def test_evaluate_refuses_a_model_with_other_classes(models, capsys, tmp_path):
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_scoring_refuses_a_model_with_other_classes(models, capsys, tmp_path, command):
     path = models["five_classes.keras"]
-    assert error_of(capsys, "evaluate", path, "--dataset", "digits", "--out", tmp_path) == \
+    assert error_of(capsys, command, path, "--dataset", "digits", "--out", tmp_path / "out.html") == \
         f"cnnlab: error: {path}: model outputs (None, 5), not one score for each of the 10 classes (None, 10)"
 
 

@@ -3,6 +3,7 @@
 import csv
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
+from cnnlab.plots import learning_curves
 
 FIGURES = ["learning_curves", "predictions", "filters_conv_1", "filters_conv_2", "feature_maps_input",
            "feature_maps_conv_1", "feature_maps_conv_2"]
@@ -75,6 +77,34 @@ def test_run_predicts_the_test_set_once(tmp_path, monkeypatch):
     assert len(calls) == 1 and run.report.is_file()
 
 
+def test_build_prints_the_model_without_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["build"]) == 0
+    seed = capsys.readouterr().out
+    for shape in ("(None, 28, 28, 32)", "(None, 7, 7, 64)", "(None, 3136)", "(None, 100)", "(None, 10)"):
+        assert shape in seed, shape
+    assert "Total params: 333,526" in seed and "Ensemble" not in seed
+    assert main(["build", "--recipe", "best", "--conv-filters", "8,16"]) == 0
+    best = capsys.readouterr().out
+    assert "(None, 7, 7, 16)" in best and "Ensemble: the mean of 2 such networks' probabilities (seeds 42..43)" in best
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_learning_curves_draw_a_plain_keras_history():
+    """A notebook passes fit's History.history (lists, no epoch column), or arrays; loss alone draws one panel."""
+    data = load_dataset("digits", limit_train=200)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=2, verbose=0).history
+    for given in (history, {column: np.asarray(values) for column, values in history.items()}):
+        loss_ax, accuracy_ax = learning_curves(given, best_epoch=2).axes
+        assert list(loss_ax.lines[0].get_xdata()) == [1, 2]
+        np.testing.assert_allclose(loss_ax.lines[0].get_ydata(), history["loss"])
+        np.testing.assert_allclose(accuracy_ax.lines[1].get_ydata(), history["val_accuracy"])
+    assert len(learning_curves({"loss": history["loss"]}).axes) == 1
+
+
 def test_evaluate_and_inspect_commands(digits_run, tmp_path):
     assert main(["evaluate", str(digits_run / "best.keras"), "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "evaluation.json").read_text())
@@ -111,6 +141,23 @@ def test_inspect_a_model_written_by_plain_keras(tmp_path, suffix):
     conv_names = [n for n in names if n.startswith("filters_")]
     assert len(conv_names) == 2 and len([n for n in names if n.startswith("feature_maps_conv")]) == 2
     assert main(["evaluate", str(path), "--dataset", "digits", "--out", str(out)]) == 0
+
+
+def test_two_models_in_one_folder_keep_their_own_figures(tmp_path, digits_run):
+    """Without --out, a plain model's figures go beside it under its own name; a run's best model, into the run's."""
+    for name in ("first.keras", "second.h5"):
+        plain_keras_model().save(tmp_path / name)
+        assert main(["evaluate", str(tmp_path / name), "--dataset", "digits"]) == 0
+    for stem, name in (("first", "first.keras"), ("second", "second.h5")):
+        evaluation = json.loads((tmp_path / f"{stem}-figures" / "evaluation.json").read_text())
+        assert evaluation["model"] == str(tmp_path / name)
+    assert not (tmp_path / "figures").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "best.keras"):
+        shutil.copy(digits_run / name, run / name)
+    assert main(["evaluate", str(run / "best.keras")]) == 0  # the run's dataset, into the run's figures folder
+    assert json.loads((run / "figures" / "evaluation.json").read_text())["dataset"] == "digits"
 
 
 def test_real_mnist_as_the_seed_splits_it(mnist_dir):

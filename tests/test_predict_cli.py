@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
-from cnnlab.evaluate import predict
+from cnnlab.evaluation import predict
 from cnnlab.inspection import load_model
 
 N = 60

@@ -14,7 +14,7 @@ from PIL import Image
 
 from cnnlab import report
 from cnnlab.cli import main
-from cnnlab.evaluate import confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, top_k
+from cnnlab.evaluation import confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, scores, top_k
 from cnnlab.explain import grad_cam, saliency
 
 RUN_FILES = ("config.json", "metrics.json", "history.csv", "best.keras")  # what a report is rebuilt from
@@ -199,6 +199,11 @@ def test_compare_names_a_missing_metrics_file(digits_run, tmp_path, capsys):
     (other / "metrics.json").unlink()
     assert main(["compare", str(digits_run), str(other)]) == 2
     assert str(other / "metrics.json") in capsys.readouterr().err
+    (other / "checkpoint").mkdir()  # an interrupted run: epochs done, no metrics yet
+    (other / "checkpoint" / "state.json").write_text(json.dumps({"epochs_completed": 1}))
+    assert main(["compare", str(digits_run), str(other)]) == 2
+    assert capsys.readouterr().err.strip() == f"cnnlab: error: {other} has not finished training (it has no " \
+        f"metrics.json yet); finish it with cnnlab run --resume {other}, or leave it out"
 
 
 # ---------------------------------------------------------------- the computations, by hand
@@ -220,6 +225,16 @@ def test_confusion_matrix_and_per_class_scores_by_hand():
         row = by_name[name]
         assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx(
             (precision, recall, f1, support))
+
+
+def test_loss_agrees_with_keras_on_a_confident_mistake():
+    """Keras trains on the logits' cross-entropy; the loss of the probabilities must not clip a confident mistake."""
+    logits = np.array([[0.0, 20.0, 0.0], [5.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)  # image 0: p(true) ~ 2e-9
+    labels = np.array([0, 0, 2])
+    probabilities = np.asarray(keras.ops.softmax(logits), np.float64)
+    expected = float(np.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)))
+    assert scores(labels, probabilities)["loss"] == pytest.approx(expected, rel=1e-5)
+    assert scores(labels, probabilities)["accuracy"] == pytest.approx(2 / 3)
 
 
 def test_confident_mistakes_and_top_k_by_hand():
@@ -287,3 +302,8 @@ def test_grad_cam_and_saliency_light_up_the_only_region_the_model_sees(where):
 
     heat = saliency(model, image[:, :, None], 1)
     assert heat[region].max() == 1.0 and heat[outside].max() == 0.0
+
+    functional = keras.Model(model.inputs, model.outputs)  # as a plain script's functional model: it lists its Input
+    assert isinstance(functional.layers[0], keras.layers.InputLayer)
+    np.testing.assert_allclose(saliency(functional, image[:, :, None], 1), heat, atol=1e-6)
+    np.testing.assert_allclose(grad_cam(functional, image[:, :, None], 1), cam, atol=1e-6)

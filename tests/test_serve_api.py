@@ -159,7 +159,7 @@ BAD_REQUESTS = {
                                    422, "field named 'file'"),
     "multipart without boundary": (multipart_without_boundary, 422, "malformed multipart"),
     "top_k 0": (lambda c: c.post("/api/predict?top_k=0", content=drawing(), headers={"Content-Type": "image/png"}),
-                422, "greater than or equal to 1"),
+                422, "top_k: Input should be greater than or equal to 1"),
     "class_index out of range": (lambda c: c.post("/api/explain?class_index=10", content=drawing(),
                                                   headers={"Content-Type": "image/png"}), 422, "class_index must be in"),
     "GET on a POST endpoint": (lambda c: c.get("/api/predict"), 405, "Method Not Allowed"),
@@ -171,7 +171,8 @@ def test_bad_input_is_a_4xx_with_a_json_reason(client, case):
     send, status, words = BAD_REQUESTS[case]
     response = send(client)
     assert response.status_code == status, response.text
-    assert words in str(response.json()["detail"])
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and words in detail, detail
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -108,7 +108,7 @@ def test_a_browser_draws_a_digit_and_sees_the_network_think(server_url):
 
 
 def test_cnnlab_serve_command(digits_run, tmp_path, capsys):
-    """The command itself: on 127.0.0.1 by default, says where, serves; a busy port is a one-line error."""
+    """The command itself: on 127.0.0.1 by default, says where, serves; a busy or impossible port is a one-line error."""
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(digits_run / "best.keras"),
@@ -128,6 +128,8 @@ def test_cnnlab_serve_command(digits_run, tmp_path, capsys):
                 time.sleep(0.2)
         assert main(["serve", str(digits_run / "best.keras"), "--port", str(port)]) == 2
         assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+        assert main(["serve", str(digits_run / "best.keras"), "--port", "70000"]) == 2  # not wrapped round to 4464
+        assert capsys.readouterr().err.strip() == "cnnlab: error: --port must be in 0..65535 (0: any free port), not 70000"
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -9,7 +9,7 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.config import make_config
-from cnnlab.evaluate import augmented_views, evaluate, predict
+from cnnlab.evaluation import augmented_views, evaluate, predict
 from cnnlab.inspection import load_model
 from cnnlab.pipeline import load_data
 from cnnlab.report import score_rows

@@ -48,6 +48,14 @@ def test_bad_flags_are_refused_by_run_too(capsys):
     assert error_of(capsys, "run", "--dataset", "digits", "--epochs", "0") == "epochs must be positive, not 0"
 
 
+def test_a_split_too_small_for_every_class_is_refused(capsys, tmp_path):
+    assert error_of(capsys, "train", "--dataset", "digits", "--limit-train", "20", "--out", str(tmp_path)) == \
+        "a validation split of 0.2 leaves 4 of 20 training images for validation and 16 for training; each side " \
+        "needs at least one image per class (10): change --validation-split or --limit-train"
+    assert error_of(capsys, "train", "--dataset", "digits", "--validation-split", "0.995", "--out", str(tmp_path)).startswith(
+        "a validation split of 0.995 leaves ")
+
+
 def test_unparsable_flag_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["train", "--epochs", "ten"])
@@ -82,10 +90,10 @@ def test_unreadable_config_files(capsys, tmp_path):
         f"cannot read config file {tmp_path / 'missing.toml'}: No such file or directory"
 
 
-def fake_run(folder, epochs_completed, stopped_early=False, epochs=3):
+def fake_run(folder, epochs_completed, stopped_early=False, epochs=3, lr_schedule="constant"):
     """A finished run directory's config, metrics and committed state, as a run that got that far leaves them."""
     (folder / "checkpoint").mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"dataset": "digits", "epochs": epochs}))
+    (folder / "config.json").write_text(json.dumps({"dataset": "digits", "epochs": epochs, "lr_schedule": lr_schedule}))
     (folder / "metrics.json").write_text(json.dumps({"epochs_run": epochs_completed}))
     (folder / "checkpoint" / "state.json").write_text(json.dumps(
         {"epochs_completed": epochs_completed, "stopped_early": stopped_early, "checkpoint": "epoch-0001.keras"}))
@@ -103,6 +111,12 @@ def test_resume_refusals(capsys, tmp_path):
         "--resume continues a run with its own settings; only --epochs may change, not --dropout, --seed"
     assert error_of(capsys, "train", "--resume", str(done), "--name", "other", "--out", str(tmp_path / "elsewhere")) == \
         f"--resume continues {done} in place, with its own settings; drop --out, --name"
+    scheduled = fake_run(tmp_path / "scheduled", 2, epochs=2, lr_schedule="one_cycle")
+    assert error_of(capsys, "train", "--resume", str(scheduled)) == f"{scheduled} already completed 2 of 2 epochs; " \
+        "its one_cycle learning-rate schedule has ended; start a new run to train longer"
+    assert error_of(capsys, "train", "--resume", str(scheduled), "--epochs", "6") == \
+        f"{scheduled} has a one_cycle learning-rate schedule sized for its 2 epochs, so it cannot resume for 6; " \
+        "resume it without --epochs, or start a new run with --epochs 6"
     assert error_of(capsys, "train", "--resume", str(tmp_path / "nowhere")) == \
         f"{tmp_path / 'nowhere'} is not a cnnlab run directory (it has no config.json); check the path"
     assert error_of(capsys, "train", "--dataset", "digits", "--out", str(tmp_path), "--name", "done") == \

@@ -15,12 +15,12 @@ _EXPORTS = {
     "config": ["Config", "make_config"],
     "data": ["Dataset", "load_dataset", "read_idx"],
     "errors": ["CnnlabError"],
-    "evaluate": ["evaluate", "predict"],
+    "evaluation": ["evaluate", "predict"],
     "inspection": ["conv_layers", "feature_maps", "filter_images", "load_model", "untrained_kernel"],
     "model": ["build_model", "summary_text"],
     "pipeline": ["evaluate_model", "inspect_model", "resume_config", "run", "train_run"],
     "rundir": ["RunDir"],
-    "train": ["set_seeds", "train"],
+    "training": ["set_seeds", "train"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE) + ["plots"]
@@ -32,3 +32,7 @@ def __getattr__(name):
     if name in _WHERE:
         return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+
+
+def __dir__():  # a notebook's tab completion lists the API before its first use
+    return sorted(set(globals()) | set(__all__))

@@ -24,7 +24,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
-def add_training_options(p):
+def add_training_options(p, output=True):
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, help="mnist (default), fashion_mnist, or digits (offline, small)")
     g.add_argument("--data-dir", metavar="DIR", help="folder with the four IDX files (.gz or raw); "
@@ -58,7 +58,7 @@ def add_training_options(p):
     g.add_argument("--warmup-fraction", type=float, metavar="F", help="share of the steps warming up, one_cycle (0.25)")
     g.add_argument("--batch-size", type=int, metavar="N", help="(32)")
     g.add_argument("--epochs", type=int, metavar="N", help="maximum number of epochs (20)")
-    g.add_argument("--monitor", help="metric for the best model and early stopping: val_loss (default) or val_accuracy")
+    g.add_argument("--monitor", help="metric for the best model and early stopping: val_loss (default), val_accuracy, loss or accuracy")
     g.add_argument("--patience", type=int, metavar="N", help="epochs without improvement before stopping (2)")
     g.add_argument("--min-delta", type=float, metavar="D", help="smallest change that counts as improvement (0)")
     g.add_argument("--seed", type=int, help="random seed for the split, initialisation and shuffling (42)")
@@ -69,6 +69,8 @@ def add_training_options(p):
     g.add_argument("--eval-batch-size", type=int, metavar="N", help="batch size of validation passes (1024)")
     g = p.add_argument_group("scoring")
     add_test_time_augmentation_option(g, "none; best: shift")
+    if not output:
+        return
     g = p.add_argument_group("output")
     g.add_argument("--out", default="runs", metavar="DIR", help="where run directories go (runs)")
     g.add_argument("--name", help="run directory name (default: DATASET-RECIPE-TIMESTAMP)")
@@ -85,7 +87,8 @@ def add_model_options(p, what):
     p.add_argument("model", metavar="MODEL", help=f"saved Keras model to {what}: .keras, or legacy .h5")
     p.add_argument("--dataset", choices=DATASETS, help="dataset of the test images (default: the run's, else mnist)")
     p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's IDX files")
-    p.add_argument("--out", metavar="DIR", help="where figures go (default: MODEL's folder/figures)")
+    p.add_argument("--out", metavar="DIR", help="where figures go (default: a run's figures folder for its best.keras, "
+                   "else MODEL-NAME-figures beside MODEL)")
     p.add_argument("--unsafe", action="store_true",
                    help="load models whose Lambda layers or custom code run on loading (only files you trust)")
 
@@ -102,6 +105,11 @@ def build_parser():
     p = sub.add_parser("train", help="train only: best model, history, validation score, learning curves",
                        description="Train a model and keep the best one by the validation score (runs/NAME/best.keras).")
     add_training_options(p)
+
+    p = sub.add_parser("build", help="build the model the settings describe and print its layers and shapes",
+                       description="Build the model that run and train would train with these settings, and print "
+                       "model.summary(): each layer's output shape and parameters. Nothing is trained or written.")
+    add_training_options(p, output=False)
 
     p = sub.add_parser("data", help="where a dataset is found (and download it if asked)",
                        description="Look for a dataset in the usual places and say where it is; with --download, "
@@ -179,7 +187,7 @@ def training_config(args):
 
     overrides = {name: getattr(args, name, None) for name in FIELDS if name != "recipe"}
     overrides["recipe"] = args.recipe
-    if args.resume:
+    if getattr(args, "resume", None):
         placed = [flag for flag, value in (("--out", args.out != "runs"), ("--name", args.name), ("--config", args.config))
                   if value]
         if placed:
@@ -206,6 +214,15 @@ def command_run(args):
         print(f"Run directory: {run.path}")
 
 
+def command_build(args):
+    config = training_config(args)
+    from .model import build_model, ensemble_line, summary_text
+
+    print(summary_text(build_model(config, steps_per_epoch=1)))  # the steps only size a learning-rate schedule
+    if config.ensemble > 1:
+        print(ensemble_line(config))
+
+
 def command_data(args):
     from .data import load_dataset
 
@@ -224,6 +241,17 @@ def model_config(args):
     return make_config(dataset=args.dataset or "mnist", data_dir=args.data_dir)
 
 
+def figures_folder(args) -> Path:
+    """--out, else a run's own figures folder for its best model, else one named after the model file, so that two
+    models in one folder do not overwrite each other's figures."""
+    model = Path(args.model)
+    if args.out:
+        return Path(args.out)
+    if model.name == "best.keras" and (model.parent / "config.json").is_file():
+        return model.parent / "figures"
+    return model.with_name(f"{model.stem}-figures")
+
+
 def model_dataset(args):
     """The dataset to score or feed a model with: the flag, else the run's own, else mnist."""
     from .pipeline import load_data
@@ -240,7 +268,7 @@ def command_evaluate(args):
     config = model_config(args)
     data = load_data(config)
     check_classifier(model, len(data.class_names), args.model)
-    out = Path(args.out) if args.out else Path(args.model).parent / "figures"
+    out = figures_folder(args)
     metrics = evaluate_model(model, data, out, args.test_time_augmentation or config.test_time_augmentation)
     files.write_json(out / "evaluation.json", {"model": str(args.model), "dataset": data.name, **metrics})
     print(f"Figures: {out}")
@@ -260,7 +288,7 @@ def command_inspect(args):
         if not 0 <= args.index < len(data.x_test):
             raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
         image, title = data.x_test[args.index], f"{data.name} test image {args.index}: {data.class_names[data.y_test[args.index]]}"
-    out = Path(args.out) if args.out else Path(args.model).parent / "figures"
+    out = figures_folder(args)
     written = inspect_model(model, image, out, title, args.pooling)
     print("\n".join(str(p) for p in written))
 
@@ -335,7 +363,7 @@ def command_serve(args):
           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
 
 
-COMMANDS = {"run": command_run, "train": command_run, "data": command_data, "evaluate": command_evaluate,
+COMMANDS = {"run": command_run, "train": command_run, "build": command_build, "data": command_data, "evaluate": command_evaluate,
             "inspect": command_inspect, "report": command_report, "compare": command_compare,
             "predict": command_predict, "serve": command_serve}
 

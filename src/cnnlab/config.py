@@ -46,7 +46,7 @@ RECIPE_DATASET_SETTINGS = {
 LR_SCHEDULES = ("constant", "one_cycle", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16")  # mixed_float16 would need loss scaling
 JIT_COMPILE = ("auto", "true", "false")
-TEST_TIME_AUGMENTATIONS = ("none", "flip", "shift")  # see evaluate.augmented_views
+TEST_TIME_AUGMENTATIONS = ("none", "flip", "shift")  # see evaluation.augmented_views
 MAX_ENSEMBLE = 10
 
 

@@ -1,7 +1,8 @@
 """Datasets as the seed uses them: 28x28 grey images scaled to [0, 1], shape (N, 28, 28, 1), integer labels.
 
 MNIST and Fashion-MNIST come from local files when they exist (a folder you name, Keras's cache,
-Debian's `dataset-fashion-mnist`) and are downloaded, checksum-verified, into Keras's cache otherwise.
+Debian's `dataset-fashion-mnist`) and are downloaded, checksum-verified, into Keras's cache otherwise
+(or the folder CNNLAB_CACHE_DIR names).
 `digits` is scikit-learn's bundled 8x8 digits set, upscaled: always available offline, small and fast.
 """
 
@@ -268,7 +269,7 @@ def load_arrays(name, data_dir=None, allow_download=True):
                 return arrays, f"downloaded to {folder}"
         except Exception as e:  # network errors come in many types; all end in the same advice
             reason = f"download failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-    fix = "pass --data-dir DIR with the four IDX files, or connect to the internet"
+    fix = f"pass --data-dir DIR with the four IDX files, or {'connect to the internet' if allow_download else 'add --download'}"
     if name == "fashion_mnist":
         fix += ", or install Debian's dataset-fashion-mnist"
     raise DataError(f"dataset {name} not found (looked in {'; '.join(looked)}; {reason}); {fix}")
@@ -311,6 +312,11 @@ def load_dataset(name="mnist", data_dir=None, validation_split=0.2, seed=42, lim
     x, y = arrays["x_train"], arrays["y_train"].astype(np.int64)
     if limit_train and limit_train < len(x):
         x, _, y, _ = train_test_split(x, y, train_size=limit_train, random_state=seed, stratify=y)
+    classes, validation = len(CLASS_NAMES[name]), math.ceil(len(x) * validation_split)  # as train_test_split counts
+    if min(validation, len(x) - validation) < classes:
+        raise DataError(f"a validation split of {validation_split} leaves {validation:,} of {len(x):,} training images "
+                        f"for validation and {len(x) - validation:,} for training; each side needs at least one image "
+                        f"per class ({classes}): change --validation-split or --limit-train")
     x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=validation_split, random_state=seed, stratify=y)
     return Dataset(
         name=name, class_names=CLASS_NAMES[name],

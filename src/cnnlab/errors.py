@@ -24,9 +24,11 @@ class ImageError(CnnlabError):
 class TrainingInterrupted(CnnlabError):
     """Ctrl-C: training stopped; what was saved is intact and the run can be resumed."""
 
-    def __init__(self, run_dir, epochs_completed, command="train", network=None):
+    command = "train"  # the CLI names the command that was running (train, or run), for the resume line
+
+    def __init__(self, run_dir, epochs_completed, network=None):
         super().__init__(run_dir, epochs_completed)
-        self.run_dir, self.epochs_completed, self.command = run_dir, epochs_completed, command
+        self.run_dir, self.epochs_completed = run_dir, epochs_completed
         self.network = network  # in an ensemble: (the network that was training, how many there are)
 
     def __str__(self):

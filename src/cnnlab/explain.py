@@ -1,7 +1,8 @@
 """Where the model looks: Grad-CAM and gradient saliency, on any Keras backend.
 
 Gradients come from the backend's own autodiff (TensorFlow's tape, jax.grad or torch.autograd), picked
-at run time; all other arithmetic is keras.ops, so the same code runs on every backend.
+at run time, since Keras has no backend-neutral gradient; the model's arithmetic is keras.ops and the rest NumPy,
+so the same code runs on every backend.
 Both explain the class *score* (the last layer before its softmax), as Grad-CAM prescribes: gradients of
 a saturated probability are close to zero and show nothing. An ensemble is explained by its first member, for the
 class the whole ensemble predicts.
@@ -60,12 +61,12 @@ def predicted_class(model, image):
     return int(np.argmax(model.predict(np.asarray(image, np.float32)[None], verbose=0)[0]))
 
 
-def grad_cam(model, image, class_index=None, layer=None) -> np.ndarray:
-    """Grad-CAM heat map (28, 28) in [0, 1] for one (28, 28, 1) image, from the last conv layer by default."""
+def grad_cam(model, image, class_index=None) -> np.ndarray:
+    """Grad-CAM heat map (28, 28) in [0, 1] for one (28, 28, 1) image, from the last conv layer."""
     image = np.asarray(image, np.float32).reshape(1, IMAGE_SIZE, IMAGE_SIZE, 1)
     class_index = predicted_class(model, image[0]) if class_index is None else class_index
     model = network(model)
-    layer = layer or conv_layers(model)[-1]
+    layer = conv_layers(model)[-1]
     activations = ops.convert_to_numpy(keras.Model(model.inputs, layer.output)([image], training=False))  # predict() costs ~0.1 s
     head = _layers_after(model, layer)
     grads = gradient(lambda a: _class_score(head, a, class_index), activations)
@@ -79,7 +80,8 @@ def saliency(model, image, class_index=None) -> np.ndarray:
     """Absolute gradient of the class score with respect to each input pixel, (28, 28) in [0, 1]."""
     image = np.asarray(image, np.float32).reshape(1, IMAGE_SIZE, IMAGE_SIZE, 1)
     class_index = predicted_class(model, image[0]) if class_index is None else class_index
-    grads = gradient(lambda x: _class_score(network(model).layers, x, class_index), image)
+    layers = [layer for layer in network(model).layers if not isinstance(layer, keras.layers.InputLayer)]  # functional models list it
+    grads = gradient(lambda x: _class_score(layers, x, class_index), image)
     return _normalise(np.abs(grads[0, :, :, 0]))
 
 

@@ -52,6 +52,10 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
+def unwritable(folder, error: OSError) -> CnnlabError:
+    return CnnlabError(f"cannot write to {folder}: {error.strerror or error}; choose another --out folder")
+
+
 @contextlib.contextmanager
 def exclusive(folder):
     """Hold a lock on `folder` while the block runs, so that two cnnlab processes never train into one run directory
@@ -67,7 +71,7 @@ def exclusive(folder):
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / LOCK_NAME, "a")
     except OSError as e:
-        raise CnnlabError(f"cannot write to {folder}: {e.strerror or e}; choose another --out folder") from None
+        raise unwritable(folder, e) from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -124,7 +128,7 @@ def check_writable(folder, need_bytes=0):
             os.fsync(f.fileno())
         free = shutil.disk_usage(folder).free
     except OSError as e:
-        raise CnnlabError(f"cannot write to {folder}: {e.strerror or e}; choose another --out folder") from None
+        raise unwritable(folder, e) from None
     if free < need_bytes:
         raise CnnlabError(
             f"only {free / 1e6:.1f} MB free in {folder}, {need_bytes / 1e6:.1f} MB needed; free space or choose another --out folder"

@@ -134,7 +134,8 @@ def check_classifier(model, num_classes, path=""):
 
 
 def check_image_model(model, path=""):
-    """A model cnnlab can feed: input 28x28 with 1 channel, 10 output classes, at least one Conv2D."""
+    """A model cnnlab can feed and look inside: input 28x28 with 1 channel, at least one Conv2D (check_classifier
+    checks its outputs against a dataset)."""
     shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
     if shape not in ((IMAGE_SIZE, IMAGE_SIZE, 1), (IMAGE_SIZE, IMAGE_SIZE)):
         raise ModelFileError(f"{path or model.name}: model expects input {model.input_shape}, "
@@ -199,10 +200,13 @@ def feature_map_model(model, include_pooling=False):
     return keras.Model(model.inputs, [layer.output for layer in layers]), [layer.name for layer in layers]
 
 
+def output_list(outputs) -> list:
+    """A feature map model's outputs as a list, one array per layer: Keras returns a lone array for one layer."""
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
 def feature_maps(model, image, include_pooling=False):
     """{layer name: (h, w, channels) activations} for one (28, 28, 1) image."""
     extractor, names = feature_map_model(model, include_pooling)
-    outputs = extractor.predict(np.asarray(image, np.float32)[None], verbose=0)
-    if len(names) == 1:
-        outputs = [outputs]
+    outputs = output_list(extractor.predict(np.asarray(image, np.float32)[None], verbose=0))
     return {name: np.asarray(out[0]) for name, out in zip(names, outputs)}

@@ -56,6 +56,12 @@ def ensemble_model(members) -> keras.Model:
     return keras.Model(image, probabilities, name=f"ensemble_of_{len(members)}")
 
 
+def ensemble_line(config: Config) -> str:
+    """What follows an ensemble's summary: the summary shows one of its networks."""
+    return (f"Ensemble: the mean of {config.ensemble} such networks' probabilities (seeds "
+            f"{config.seed}..{config.seed + config.ensemble - 1})")
+
+
 def augmentation_layers(config: Config):
     """Random mirror images, shifts, rotations and zooms of the training images; Keras skips them at inference."""
     layers = [keras.layers.RandomFlip("horizontal", seed=config.seed, name="random_flip")] if config.augment_flip else []

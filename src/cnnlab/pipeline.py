@@ -17,12 +17,12 @@ from . import environment, files, plots
 from .config import Config, make_config
 from .data import Dataset, load_dataset
 from .errors import CnnlabError, TrainingInterrupted
-from .evaluate import evaluate, scores, view_probabilities
+from .evaluation import evaluate, scores, view_probabilities
 from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_maps,
                          filter_images, load_model, trained_kernel, untrained_kernel)
-from .model import build_model, ensemble_model, summary_text
+from .model import build_model, ensemble_line, ensemble_model, summary_text
 from .rundir import RunDir
-from .train import check_resumable, load_checkpoint, set_seeds, steps_per_epoch, train, training_left
+from .training import check_resumable, load_checkpoint, set_seeds, steps_per_epoch, train, training_left
 
 GRID_SIZE = 32  # test images shown with their predictions
 
@@ -41,11 +41,19 @@ def new_run_dir(path) -> RunDir:
 
 
 def resume_config(run_dir, **overrides) -> Config:
-    """The config a run started with, with `overrides` (such as more epochs) applied."""
+    """The config a run started with, with `overrides` (such as more epochs) applied.
+
+    A learning-rate schedule is sized for the run's epochs when it starts (and one_cycle and cosine end at 0), so a
+    scheduled run keeps its epochs: more of them would train at learning rate 0."""
     run = RunDir(run_dir)
     if not run.config.is_file():
         raise CnnlabError(f"{run.path} is not a cnnlab run directory (it has no config.json); check the path")
-    return make_config(file=run.config, **overrides)
+    started, config = make_config(file=run.config), make_config(file=run.config, **overrides)
+    if config.epochs != started.epochs and started.lr_schedule != "constant":
+        raise CnnlabError(f"{run.path} has a {started.lr_schedule} learning-rate schedule sized for its "
+                          f"{started.epochs} epoch{'s' * (started.epochs != 1)}, so it cannot resume for {config.epochs}; resume it without "
+                          f"--epochs, or start a new run with --epochs {config.epochs}")
+    return config
 
 
 def load_data(config: Config) -> Dataset:
@@ -88,15 +96,16 @@ def _train_run(run: RunDir, config: Config, resume, verbose, callbacks):
             if k:
                 set_seeds(network_config.seed)
             model = build_model(network_config, steps_per_epoch=steps_per_epoch(config, data))
-        if k == 0:
-            summary = summary_text(model)
-            if not single:
-                summary += f"\nEnsemble: the mean of {config.ensemble} such networks' probabilities (seeds " \
-                           f"{config.seed}..{config.seed + config.ensemble - 1})"
+        if k == 0 and state and run.summary.is_file():  # a checkpoint's summary would add its optimizer's parameters
+            print(run.summary.read_text(encoding="utf-8"), end="")
+        elif k == 0:
+            summary = summary_text(model) + ("" if single else "\n" + ensemble_line(config))
             print(summary)
             files.write_text(run.summary, summary + "\n")
         if not single:
             print(f"Network {k + 1} of {config.ensemble} (seed {network_config.seed}): {network.path}")
+            # its own settings beside its model, so that evaluate, predict and serve find its dataset
+            files.write_json(network.config, dataclasses.replace(network_config, ensemble=1).to_dict())
         try:
             results.append(train(model, data, network_config, network.path, resume=bool(state), verbose=verbose,
                                  callbacks=callbacks))

@@ -15,14 +15,18 @@ CORRECT = "#1f1f1f"
 
 
 def learning_curves(history, best_epoch=None, monitor="val_loss") -> Figure:
-    """Loss and accuracy per epoch, train vs validation, with the best epoch marked. An ensemble's history (with a
-    `member` column) gets a train and a validation curve per network, and `best_epoch` one epoch per network."""
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    epochs = np.asarray(history.get("epoch") or range(1, len(history["loss"]) + 1))
+    """Loss and accuracy per epoch, train vs validation, with the best epoch marked. `history` maps columns to
+    per-epoch values: a run's history.csv, or Keras's `History.history`. An ensemble's history (with a `member`
+    column) gets a train and a validation curve per network, and `best_epoch` one epoch per network."""
+    metrics = [metric for metric in ("loss", "accuracy") if metric in history]
+    if not metrics:
+        raise ValueError(f"history has no 'loss' or 'accuracy' column, only {sorted(history)}")
+    fig = Figure(figsize=(5 * len(metrics), 3.8), layout="constrained")
+    epochs = np.asarray(history["epoch"]) if "epoch" in history else np.arange(1, len(history[metrics[0]]) + 1)
     members = np.asarray(history["member"]) if "member" in history else np.ones(len(epochs))
     networks = list(dict.fromkeys(members.tolist()))
     best_epochs = best_epoch if isinstance(best_epoch, (list, tuple)) else [best_epoch]
-    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+    for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics):
         for network in networks:
             rows = members == network
             which = f" (network {network:g})" if len(networks) > 1 else ""
@@ -65,26 +69,20 @@ def prediction_grid(images, y_true, probabilities, class_names, columns=8, title
     return fig
 
 
-def image_grid(images, title=None, columns=8, cmap="viridis", symmetric=False, labels=None, size=1.1) -> Figure:
+def image_grid(images, title=None, columns=8, cmap="viridis") -> Figure:
     """A grid of small images (filters or feature maps), one colour scale for all, with a colour bar."""
     images = np.asarray(images)
     n = len(images)
     columns = min(columns, n)
     rows = math.ceil(n / columns)
-    fig = Figure(figsize=(columns * size + 0.8, rows * size + (0.5 if title else 0.1)), layout="constrained")
+    fig = Figure(figsize=(columns * 1.1 + 0.8, rows * 1.1 + (0.5 if title else 0.1)), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    if symmetric:
-        limit = float(np.abs(images).max()) or 1.0
-        vmin, vmax = -limit, limit
-    else:
-        vmin, vmax = float(images.min()), float(images.max()) or 1.0
+    vmin, vmax = float(images.min()), float(images.max()) or 1.0
     shown = None
     for i, ax in enumerate(axes):
         ax.axis("off")
         if i < n:
             shown = ax.imshow(images[i], cmap=cmap, vmin=vmin, vmax=vmax)
-            if labels is not None:
-                ax.set_title(str(labels[i]), fontsize=7)
     fig.colorbar(shown, ax=axes.tolist(), shrink=0.8, pad=0.01)
     if title:
         fig.suptitle(title)
@@ -208,7 +206,7 @@ def explanation_grid(images, cams, saliencies, titles, wrong, columns=8) -> Figu
 MOSAIC_PIXELS = 600  # data pixels across a feature map mosaic before it wraps into another band
 
 
-def _mosaic(tiles, rows, columns):
+def mosaic(tiles, rows, columns):
     """Tiles (k, h, w) laid out row by row with one blank (NaN) pixel between them."""
     tiles = np.asarray(tiles, np.float64)
     h, w = tiles.shape[1:3]
@@ -242,12 +240,12 @@ def feature_maps_by_class(inputs, maps, row_labels, layer_name) -> Figure:
     input_cmap = colormaps["gray_r"].with_extremes(bad="white")
     for band, (input_ax, maps_ax) in enumerate(axes):
         first, last = band * per_band, min(channels, (band + 1) * per_band)
-        input_ax.imshow(_mosaic(inputs, n, 1), cmap=input_cmap, vmin=0, vmax=1)
+        input_ax.imshow(mosaic(inputs, n, 1), cmap=input_cmap, vmin=0, vmax=1)
         input_ax.set_yticks([r * (input_size + 1) + (input_size - 1) / 2 for r in range(n)],
                             [str(label) for label in row_labels], fontsize=8)
         input_ax.set_xticks([])
         input_ax.set_title("input", fontsize=8)
-        shown = maps_ax.imshow(_mosaic(scaled[:, first:last].reshape(-1, h, w), n, last - first),
+        shown = maps_ax.imshow(mosaic(scaled[:, first:last].reshape(-1, h, w), n, last - first),
                                cmap=maps_cmap, vmin=0 if scaled.min() >= 0 else -1, vmax=1, aspect="equal")
         step = 8 if last - first > 16 else 1
         maps_ax.set_xticks([(c - first) * (w + 1) + (w - 1) / 2 for c in range(first, last, step)],

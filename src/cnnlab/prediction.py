@@ -20,9 +20,9 @@ import numpy as np
 from . import files, plots
 from .data import CLASS_NAMES
 from .errors import CnnlabError, ImageError
-from .evaluate import as_probabilities
+from .evaluation import as_probabilities, top_k
 from .explain import grad_cam
-from .inspection import check_image_model, conv_layers, feature_map_model, load_model
+from .inspection import check_image_model, conv_layers, feature_map_model, load_model, output_list
 from .model import summary_text
 from .preprocess import MAX_PIXELS, SUFFIXES, Prepared, is_image_file, prepare, thumbnail
 
@@ -57,7 +57,7 @@ class Classifier:
 
     @classmethod
     def load(cls, path, safe_mode=True):
-        model = check_image_model(load_model(path, safe_mode=safe_mode), path)
+        model = check_image_model(load_model(path, safe_mode=safe_mode, compile=False), path)  # no optimizer state
         return cls(model, class_names_for(model, path), name=Path(path).name)
 
     def probabilities(self, inputs) -> np.ndarray:
@@ -74,8 +74,7 @@ class Classifier:
         with self._lock:
             probabilities = as_probabilities(self.model.predict_on_batch(image))[0]
             class_index = int(np.argmax(probabilities)) if class_index is None else class_index
-            outputs = self._feature_maps.predict_on_batch(image)
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            outputs = output_list(self._feature_maps.predict_on_batch(image))
             maps = {name: np.asarray(out[0]) for name, out in zip(self._feature_layers, outputs)}
             heat = grad_cam(self.model, image[0], class_index)
         return {"probabilities": probabilities, "class_index": class_index, "feature_maps": maps,
@@ -110,8 +109,8 @@ class FileResult:
 
     def top(self, k=3) -> list:
         """[(class index, probability)] of the k most probable classes, most probable first."""
-        order = np.argsort(self.probabilities)[::-1][:k]
-        return [(int(i), float(self.probabilities[i])) for i in order]
+        indices, probabilities = top_k(self.probabilities[None], k)
+        return [(int(i), float(p)) for i, p in zip(indices[0], probabilities[0])]
 
 
 def find_images(paths, class_names) -> list:

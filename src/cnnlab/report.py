@@ -5,7 +5,7 @@
 
 Every figure is a PNG embedded as a data URI and the styles are inline, so the page opens offline, can be
 mailed as one file and never loads anything from the network. Figures come from `cnnlab.plots`, numbers
-from `cnnlab.evaluate`; this module only gathers them and fills the Jinja2 template templates/report.html.j2.
+from `cnnlab.evaluation`; this module only gathers them and fills the Jinja2 template templates/report.html.j2.
 """
 
 import base64
@@ -20,10 +20,11 @@ import numpy as np
 from . import environment, files, pages, plots
 from .data import Dataset
 from .errors import CnnlabError
-from .evaluate import (confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, predict, scores,
+from .evaluation import (confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, predict, scores,
                        top_k)
 from .explain import grad_cam, saliency
-from .inspection import check_image_model, conv_layers, ensemble_members, feature_map_model, load_model
+from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_map_model,
+                         load_model, output_list)
 from .pipeline import filter_figure, load_data, tta_note
 from .rundir import RunDir
 
@@ -95,7 +96,8 @@ def report_from_run(run_dir, out=None, model=None, data=None, data_dir=None, pro
 
 def report_for_model(model, data: Dataset, out, model_path) -> Path:
     """A report for any saved model: no training history, so scores are computed here on the test set."""
-    return build_report(check_image_model(model, model_path), data, Path(out), title=Path(model_path).name,
+    check_classifier(check_image_model(model, model_path), len(data.class_names), model_path)
+    return build_report(model, data, Path(out), title=Path(model_path).name,
                         origin=f"model file {model_path}")
 
 
@@ -228,8 +230,7 @@ def feature_map_figures(model, data: Dataset) -> list:
     """Every conv layer's feature maps for the first test image of each class, one figure per layer."""
     chosen = one_image_per_class(data.y_test, len(data.class_names))
     extractor, layer_names = feature_map_model(model)
-    outputs = extractor.predict(data.x_test[chosen], verbose=0)
-    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    outputs = output_list(extractor.predict(data.x_test[chosen], verbose=0))
     labels = [f"{data.class_names[data.y_test[i]]} (#{i})" for i in chosen]
     return [{"layer": name, "uri": figure_uri(plots.feature_maps_by_class(data.x_test[chosen], maps, labels, name))}
             for name, maps in zip(layer_names, outputs)]

@@ -29,6 +29,9 @@ class RunDir:
     def __init__(self, path):
         self.path = Path(path)
 
+    def __repr__(self):  # what a notebook shows for cnnlab.run(...)
+        return f"RunDir('{self.path}')"
+
     config = property(lambda self: self.path / "config.json")
     summary = property(lambda self: self.path / "summary.txt")
     history = property(lambda self: self.path / "history.csv")
@@ -76,6 +79,9 @@ class RunDir:
 
     def read_metrics(self, required=()):
         """metrics.json as a dict that has at least the `required` keys."""
+        if not self.metrics.exists() and (self.state.exists() or (self.path / "members").exists()):
+            raise CnnlabError(f"{self.path} has not finished training (it has no metrics.json yet); finish it with "
+                              f"cnnlab run --resume {self.path}, or leave it out")
         metrics = self.read_json(self.metrics)
         missing = [key for key in required if key not in metrics] if isinstance(metrics, dict) else ["all"]
         if missing:

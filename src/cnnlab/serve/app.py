@@ -17,12 +17,14 @@ from pathlib import Path
 import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from ..errors import CnnlabError, ImageError
+from ..evaluation import top_k
 from ..preprocess import prepare
 from . import render
 
@@ -113,6 +115,12 @@ async def read_image_bytes(request: Request) -> bytes:
                           f"(field 'file'), application/json {{\"image\": base64}}, or {', '.join(IMAGE_TYPES)}")
 
 
+def validation_error(request, error: RequestValidationError) -> JSONResponse:
+    """A bad query parameter as one line, like every other refusal here (FastAPI's own is a list of records)."""
+    reasons = [f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']}" for e in error.errors()]
+    return JSONResponse({"detail": "; ".join(reasons)}, 422)
+
+
 def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS) -> FastAPI:
     """The app for one loaded `prediction.Classifier`."""
     names = classifier.class_names
@@ -122,6 +130,7 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
                               f"{max_pixels:,} pixels.")
     app.add_middleware(LimitBodySize, max_bytes=max_upload_bytes)
     app.add_exception_handler(BadRequest, lambda request, e: JSONResponse({"detail": e.detail}, e.status))
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     workers = anyio.CapacityLimiter(WORKERS)
 
@@ -134,19 +143,19 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
         except ImageError as e:
             raise BadRequest(422, str(e)) from None
 
-    def prediction(image, probabilities, top_k):
-        order = np.argsort(probabilities)[::-1]
+    def prediction(image, probabilities, k):
+        indices, best = top_k(probabilities[None], k)
         return {
-            "prediction": class_entry(order[0], probabilities[order[0]]),
+            "prediction": class_entry(indices[0, 0], best[0, 0]),
             "probabilities": [class_entry(i, p) for i, p in enumerate(probabilities)],
-            "top_k": [class_entry(i, probabilities[i]) for i in order[:top_k]],
+            "top_k": [class_entry(i, p) for i, p in zip(indices[0], best[0])],
             "input": np.round(image.squeeze(), 4).tolist(),
             "input_png": render.input_png(image),
         }
 
-    def predict_image(data, preprocess, top_k):
+    def predict_image(data, preprocess, k):
         image = prepared_input(data, preprocess)
-        return prediction(image, classifier.probabilities(image[None])[0], top_k)
+        return prediction(image, classifier.probabilities(image[None])[0], k)
 
     def explain_image(data, preprocess, class_index):
         if class_index is not None and class_index >= len(names):
@@ -200,6 +209,8 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
 
 def bind(host="127.0.0.1", port=8000) -> socket.socket:
     """A listening socket (port 0: any free port), so a busy port is a one-line error, not a traceback."""
+    if not 0 <= port <= 65535:  # getaddrinfo would wrap 70000 round to 4464
+        raise CnnlabError(f"--port must be in 0..65535 (0: any free port), not {port}")
     try:
         family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind)

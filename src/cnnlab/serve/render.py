@@ -12,7 +12,8 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-GAP = 1  # pixels between the maps of a mosaic
+from ..plots import mosaic
+
 OVERLAY_SCALE = 4  # Grad-CAM overlays are drawn at 4x: the heat map is smooth, the input's pixels stay crisp
 
 
@@ -32,25 +33,15 @@ def input_png(image) -> str:
     return png_base64(to_uint8(np.asarray(image).squeeze()))
 
 
-def mosaic(maps, columns):
-    """(h, w, channels) -> one (rows*h, columns*w) image with GAP-wide NaN seams, and the number of columns."""
-    height, width, channels = maps.shape
-    columns = min(columns, channels)
-    rows = math.ceil(channels / columns)
-    sheet = np.full((rows * (height + GAP) - GAP, columns * (width + GAP) - GAP), np.nan, np.float32)
-    for c in range(channels):
-        top, left = (c // columns) * (height + GAP), (c % columns) * (width + GAP)
-        sheet[top:top + height, left:left + width] = maps[..., c]
-    return sheet, columns
-
-
 def feature_map_png(maps) -> tuple:
     """All channels of a conv layer's output as one viridis mosaic on the layer's own scale (as plots.image_grid).
 
     8 maps a row up to 32 channels, 16 beyond: a mosaic about twice as wide as tall. Returns (PNG, columns).
     """
     maps = np.asarray(maps, np.float32)
-    sheet, columns = mosaic(maps, 8 if maps.shape[-1] <= 32 else 16)
+    channels = maps.shape[-1]
+    columns = min(8 if channels <= 32 else 16, channels)
+    sheet = mosaic(np.moveaxis(maps, -1, 0), math.ceil(channels / columns), columns)
     low, high = float(np.nanmin(sheet)), float(np.nanmax(sheet))
     scaled = (sheet - low) / (high - low) if high > low else np.zeros_like(sheet)
     rgba = colormaps["viridis"](np.nan_to_num(scaled), bytes=True)

@@ -319,7 +319,9 @@ def check_resumable(run: RunDir, state, config: Config):
         raise CnnlabError(f"{run.path} already stopped early after epoch {done} ({config.monitor} stopped "
                           f"improving); there is nothing to resume")
     if done >= config.epochs:
-        raise CnnlabError(f"{run.path} already completed {done} of {config.epochs} epochs; raise --epochs to train on")
+        more = "raise --epochs to train on" if config.lr_schedule == "constant" else \
+            f"its {config.lr_schedule} learning-rate schedule has ended; start a new run to train longer"
+        raise CnnlabError(f"{run.path} already completed {done} of {config.epochs} epochs; {more}")
 
 
 def model_file_bytes(model):

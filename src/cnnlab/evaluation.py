@@ -8,7 +8,10 @@ The breakdowns (confusion matrix, per-class scores, confident mistakes) take lab
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-EPSILON = 1e-7  # as Keras's sparse categorical cross-entropy clips probabilities
+# -log(p) is clipped only where float32 runs out: Keras trains on the cross-entropy of the logits, and a clip at its
+# epsilon (1e-7) would understate a confident mistake's loss (one image at p = 3e-9 moved a 1,200-image
+# validation loss from 0.0943, as Keras's history has it, to 0.0915)
+TINY = np.finfo(np.float32).tiny
 
 
 def predict(model, images, batch_size=256, test_time_augmentation="none") -> np.ndarray:
@@ -52,7 +55,7 @@ def as_probabilities(outputs) -> np.ndarray:
 def scores(labels, probabilities) -> dict:
     """Sparse categorical cross-entropy and accuracy of `probabilities` against integer `labels`."""
     labels = np.asarray(labels, np.int64)
-    picked = np.clip(probabilities[np.arange(len(labels)), labels], EPSILON, 1 - EPSILON)
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], TINY, 1.0)
     return {"loss": float(-np.log(picked).mean()), "accuracy": float((probabilities.argmax(axis=1) == labels).mean())}
 
 
