@@ -6,6 +6,7 @@ import json
 import pytest
 
 from cnnlab.cli import main
+from cnnlab.pipeline import resume_config
 from cnnlab.config import FIELDS
 
 
@@ -117,6 +118,10 @@ def test_resume_refusals(capsys, tmp_path):
     assert error_of(capsys, "train", "--resume", str(scheduled), "--epochs", "6") == \
         f"{scheduled} has a one_cycle learning-rate schedule sized for its 2 epochs, so it cannot resume for 6; " \
         "resume it without --epochs, or start a new run with --epochs 6"
+    unstarted = tmp_path / "unstarted"  # killed before its first epoch: a resume starts afresh, with any epochs
+    unstarted.mkdir()
+    (unstarted / "config.json").write_text(json.dumps({"dataset": "digits", "epochs": 2, "lr_schedule": "one_cycle"}))
+    assert resume_config(unstarted, epochs=6).epochs == 6
     assert error_of(capsys, "train", "--resume", str(tmp_path / "nowhere")) == \
         f"{tmp_path / 'nowhere'} is not a cnnlab run directory (it has no config.json); check the path"
     assert error_of(capsys, "train", "--dataset", "digits", "--out", str(tmp_path), "--name", "done") == \

@@ -235,7 +235,9 @@ def model_config(args):
     """The settings of the run a model file sits in (when --dataset does not name another dataset), else defaults."""
     from .config import make_config
 
-    run_config = Path(args.model).parent / "config.json"
+    from .rundir import run_config_of
+
+    run_config = run_config_of(args.model)
     if args.dataset is None and run_config.is_file():
         return make_config(file=run_config, data_dir=args.data_dir)
     return make_config(dataset=args.dataset or "mnist", data_dir=args.data_dir)

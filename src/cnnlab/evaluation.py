@@ -8,9 +8,10 @@ The breakdowns (confusion matrix, per-class scores, confident mistakes) take lab
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-# -log(p) is clipped only where float32 runs out: Keras trains on the cross-entropy of the logits, and a clip at its
-# epsilon (1e-7) would understate a confident mistake's loss (one image at p = 3e-9 moved a 1,200-image
-# validation loss from 0.0943, as Keras's history has it, to 0.0915)
+# -log(p), clipped only at float32's smallest normal number (a loss of at most ~87 per image). On TensorFlow, Keras
+# computes the loss from the softmax's logits, which this equals; a clip at Keras's epsilon (1e-7) understated a
+# confident mistake (one image at p = 3e-9 moved a 1,200-image validation loss from 0.0943, as the history has it,
+# to 0.0915). Keras's JAX and torch backends do clip at 1e-7, so their histories can read lower in such a case.
 TINY = np.finfo(np.float32).tiny
 
 

@@ -44,12 +44,12 @@ def resume_config(run_dir, **overrides) -> Config:
     """The config a run started with, with `overrides` (such as more epochs) applied.
 
     A learning-rate schedule is sized for the run's epochs when it starts (and one_cycle and cosine end at 0), so a
-    scheduled run keeps its epochs: more of them would train at learning rate 0."""
+    scheduled run that has trained keeps its epochs: more of them would train at learning rate 0."""
     run = RunDir(run_dir)
     if not run.config.is_file():
         raise CnnlabError(f"{run.path} is not a cnnlab run directory (it has no config.json); check the path")
     started, config = make_config(file=run.config), make_config(file=run.config, **overrides)
-    if config.epochs != started.epochs and started.lr_schedule != "constant":
+    if config.epochs != started.epochs and started.lr_schedule != "constant" and run.holds_model():
         raise CnnlabError(f"{run.path} has a {started.lr_schedule} learning-rate schedule sized for its "
                           f"{started.epochs} epoch{'s' * (started.epochs != 1)}, so it cannot resume for {config.epochs}; resume it without "
                           f"--epochs, or start a new run with --epochs {config.epochs}")
@@ -104,8 +104,6 @@ def _train_run(run: RunDir, config: Config, resume, verbose, callbacks):
             files.write_text(run.summary, summary + "\n")
         if not single:
             print(f"Network {k + 1} of {config.ensemble} (seed {network_config.seed}): {network.path}")
-            # its own settings beside its model, so that evaluate, predict and serve find its dataset
-            files.write_json(network.config, dataclasses.replace(network_config, ensemble=1).to_dict())
         try:
             results.append(train(model, data, network_config, network.path, resume=bool(state), verbose=verbose,
                                  callbacks=callbacks))

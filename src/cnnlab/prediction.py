@@ -25,12 +25,13 @@ from .explain import grad_cam
 from .inspection import check_image_model, conv_layers, feature_map_model, load_model, output_list
 from .model import summary_text
 from .preprocess import MAX_PIXELS, SUFFIXES, Prepared, is_image_file, prepare, thumbnail
+from .rundir import run_config_of
 
 
 def class_names_for(model, model_path=None) -> list:
     """The class names of the run the model comes from (its config.json says the dataset), else 0..n-1."""
     classes = int(model.output_shape[-1])
-    config = Path(model_path).parent / "config.json" if model_path else None
+    config = run_config_of(model_path) if model_path else None
     if config and config.is_file():
         try:
             names = CLASS_NAMES.get(json.loads(config.read_text(encoding="utf-8")).get("dataset"))

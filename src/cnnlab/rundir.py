@@ -25,6 +25,15 @@ from .config import make_config
 from .errors import CnnlabError, ConfigError
 
 
+def run_config_of(model_path) -> Path:
+    """The config.json of the run a model file belongs to: beside it, or for an ensemble's network
+    (RUN/members/K/best.keras) the ensemble's, whose dataset and split the network was trained on."""
+    folder = Path(model_path).parent
+    if folder.parent.name == "members" and not (folder / "config.json").exists():
+        return folder.parent.parent / "config.json"
+    return folder / "config.json"
+
+
 class RunDir:
     def __init__(self, path):
         self.path = Path(path)
