@@ -222,11 +222,11 @@ def _folder_loader(folder, name):
     return load
 
 
-def download(name, mirror=None, cache_dir=None):
+def download(name):
     """Fetch `name` from the mirror Keras uses into the cache, each file SHA-256-verified before it takes its
     place: a failed, corrupt or killed download leaves nothing that a later search could mistake for data."""
-    mirror = mirror or os.environ.get("CNNLAB_MIRROR") or KERAS_MIRROR
-    target = Path(cache_dir or cnnlab_cache_dir()) / KERAS_SUBDIR[name]
+    mirror = os.environ.get("CNNLAB_MIRROR") or KERAS_MIRROR
+    target = cnnlab_cache_dir() / KERAS_SUBDIR[name]
     for fname, sha256 in DOWNLOADS[name].items():
         if (target / fname).is_file() and _sha256(target / fname) == sha256:
             continue

@@ -112,9 +112,12 @@ def copy_file(source, path):
         shutil.copyfile(source, tmp)
 
 
-def save_figure(fig, path, dpi=100):
+FIGURE_DPI = 100  # figures as files and in the report
+
+
+def save_figure(fig, path):
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, dpi=FIGURE_DPI, bbox_inches="tight")
 
 
 def check_writable(folder, need_bytes=0):

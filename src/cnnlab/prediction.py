@@ -27,6 +27,8 @@ from .model import summary_text
 from .preprocess import MAX_PIXELS, SUFFIXES, Prepared, is_image_file, prepare, thumbnail
 from .rundir import run_config_of
 
+PREDICT_BATCH = 256  # files read and predicted together: memory stays bounded for a folder of thousands
+
 
 def class_names_for(model, model_path=None) -> list:
     """The class names of the run the model comes from (its config.json says the dataset), else 0..n-1."""
@@ -139,15 +141,14 @@ def find_images(paths, class_names) -> list:
     return found
 
 
-def predict_files(classifier, items, preprocess=True, max_pixels=MAX_PIXELS, keep_images=False,
-                  batch_size=256) -> list:
+def predict_files(classifier, items, preprocess=True, keep_images=False) -> list:
     """Read, preprocess and predict each (path, label) of `items`; a file that fails gets its reason, not a stop."""
     results = []
-    for start in range(0, len(items), batch_size):
+    for start in range(0, len(items), PREDICT_BATCH):
         batch = []
-        for path, label in items[start:start + batch_size]:
+        for path, label in items[start:start + PREDICT_BATCH]:
             try:
-                prepared = prepare(path, preprocess, max_pixels)
+                prepared = prepare(path, preprocess, MAX_PIXELS)
             except ImageError as e:
                 results.append(FileResult(path, label, error=str(e).removeprefix(f"{path}: ")))
                 continue

@@ -104,18 +104,18 @@ def report_for_model(model, data: Dataset, out, model_path) -> Path:
 # ---------------------------------------------------------------- building the page
 
 
-def figure_uri(fig, dpi=100) -> str:
+def figure_uri(fig) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=files.FIGURE_DPI, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def thumbnail_uri(image, scale=2) -> str:
-    """A test image as a small PNG, dark on white as in the figures, without going through matplotlib."""
+def thumbnail_uri(image) -> str:
+    """A test image as a small PNG at twice its size, dark on white as in the figures, without matplotlib."""
     from PIL import Image
 
     pixels = np.uint8(np.round(255 * (1 - np.clip(np.asarray(image).squeeze(), 0, 1))))
-    picture = Image.fromarray(pixels).resize((pixels.shape[1] * scale, pixels.shape[0] * scale), Image.NEAREST)
+    picture = Image.fromarray(pixels).resize((pixels.shape[1] * 2, pixels.shape[0] * 2), Image.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

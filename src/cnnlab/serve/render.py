@@ -15,6 +15,7 @@ from PIL import Image
 from ..plots import mosaic
 
 OVERLAY_SCALE = 4  # Grad-CAM overlays are drawn at 4x: the heat map is smooth, the input's pixels stay crisp
+OVERLAY_OPACITY = 0.55  # of the hottest point; the input shows through everywhere
 
 
 def png_base64(pixels) -> str:
@@ -49,12 +50,12 @@ def feature_map_png(maps) -> tuple:
     return png_base64(rgba), columns
 
 
-def grad_cam_png(image, heat, opacity=0.55) -> str:
+def grad_cam_png(image, heat) -> str:
     """The input (grey, ink white) with the Grad-CAM heat map laid over it in 'jet', stronger where hotter."""
     image = np.asarray(image, np.float32).squeeze()
     size = (image.shape[1] * OVERLAY_SCALE, image.shape[0] * OVERLAY_SCALE)
     base = np.asarray(Image.fromarray(to_uint8(image)).resize(size, Image.Resampling.NEAREST), np.float32) / 255
     heat = np.asarray(Image.fromarray(np.asarray(heat, np.float32), "F").resize(size, Image.Resampling.BILINEAR))
     colour = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
-    weight = opacity * np.clip(heat, 0, 1)[..., None]
+    weight = OVERLAY_OPACITY * np.clip(heat, 0, 1)[..., None]
     return png_base64(to_uint8(base[..., None] * (1 - weight) + colour * weight))
