@@ -58,7 +58,8 @@ def add_training_options(p, output=True):
     g.add_argument("--warmup-fraction", type=float, metavar="F", help="share of the steps warming up, one_cycle (0.25)")
     g.add_argument("--batch-size", type=int, metavar="N", help="(32)")
     g.add_argument("--epochs", type=int, metavar="N", help="maximum number of epochs (20)")
-    g.add_argument("--monitor", help="metric for the best model and early stopping: val_loss (default), val_accuracy, loss or accuracy")
+    g.add_argument("--monitor", help="metric for the best model and early stopping: val_loss (default), "
+                   "val_accuracy, loss or accuracy")
     g.add_argument("--patience", type=int, metavar="N", help="epochs without improvement before stopping (2)")
     g.add_argument("--min-delta", type=float, metavar="D", help="smallest change that counts as improvement (0)")
     g.add_argument("--seed", type=int, help="random seed for the split, initialisation and shuffling (42)")
@@ -234,7 +235,6 @@ def command_data(args):
 def model_config(args):
     """The settings of the run a model file sits in (when --dataset does not name another dataset), else defaults."""
     from .config import make_config
-
     from .rundir import run_config_of
 
     run_config = run_config_of(args.model)
@@ -365,9 +365,9 @@ def command_serve(args):
           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
 
 
-COMMANDS = {"run": command_run, "train": command_run, "build": command_build, "data": command_data, "evaluate": command_evaluate,
-            "inspect": command_inspect, "report": command_report, "compare": command_compare,
-            "predict": command_predict, "serve": command_serve}
+COMMANDS = {"run": command_run, "train": command_run, "build": command_build, "data": command_data,
+            "evaluate": command_evaluate, "inspect": command_inspect, "report": command_report,
+            "compare": command_compare, "predict": command_predict, "serve": command_serve}
 
 
 def main(argv=None):

@@ -80,7 +80,8 @@ def saliency(model, image, class_index=None) -> np.ndarray:
     """Absolute gradient of the class score with respect to each input pixel, (28, 28) in [0, 1]."""
     image = np.asarray(image, np.float32).reshape(1, IMAGE_SIZE, IMAGE_SIZE, 1)
     class_index = predicted_class(model, image[0]) if class_index is None else class_index
-    layers = [layer for layer in network(model).layers if not isinstance(layer, keras.layers.InputLayer)]  # functional models list it
+    # a functional model lists its InputLayer among its layers; the chain starts after it
+    layers = [layer for layer in network(model).layers if not isinstance(layer, keras.layers.InputLayer)]
     grads = gradient(lambda x: _class_score(layers, x, class_index), image)
     return _normalise(np.abs(grads[0, :, :, 0]))
 

@@ -50,9 +50,10 @@ def resume_config(run_dir, **overrides) -> Config:
         raise CnnlabError(f"{run.path} is not a cnnlab run directory (it has no config.json); check the path")
     started, config = make_config(file=run.config), make_config(file=run.config, **overrides)
     if config.epochs != started.epochs and started.lr_schedule != "constant" and run.holds_model():
-        raise CnnlabError(f"{run.path} has a {started.lr_schedule} learning-rate schedule sized for its "
-                          f"{started.epochs} epoch{'s' * (started.epochs != 1)}, so it cannot resume for {config.epochs}; resume it without "
-                          f"--epochs, or start a new run with --epochs {config.epochs}")
+        epochs = f"{started.epochs} epoch{'s' * (started.epochs != 1)}"
+        raise CnnlabError(f"{run.path} has a {started.lr_schedule} learning-rate schedule sized for its {epochs}, so it "
+                          f"cannot resume for {config.epochs}; resume it without --epochs, or start a new run with "
+                          f"--epochs {config.epochs}")
     return config
 
 
