@@ -9,6 +9,7 @@ DEMO_ARGS ?=
 .PHONY: demo test install install-dev browser clean
 
 $(BIN)/cnnlab: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "cnnlab needs Python 3.11 or newer: make $(MAKECMDGOALS) PYTHON=python3.12 (or another)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .

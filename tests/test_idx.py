@@ -3,6 +3,7 @@ else, for any bytes at all), the search order is as documented, and downloads ar
 
 import gzip
 import os
+import re
 import shutil
 
 import numpy as np
@@ -182,6 +183,18 @@ def test_data_dir_may_hold_the_files_directly_or_in_a_keras_style_subfolder(home
     assert arrays["x_test"][0, 0, 0] == 8
 
 
+@pytest.mark.parametrize("stem,array,message", [
+    ("train-labels-idx1-ubyte", np.arange(40, dtype=np.uint8) % 13, "has label 12, but mnist has 10 classes (0..9)"),
+    ("t10k-images-idx3-ubyte", np.zeros((20, 28, 28), np.float32), "holds float32 values; MNIST-style files hold "
+     "unsigned bytes"),
+])
+def test_labels_and_pixels_of_another_kind_are_refused(homes, tmp_path, stem, array, message):
+    folder = write_idx_dataset(tmp_path / "data")
+    (folder / f"{stem}.gz").write_bytes(gzip.compress(idx_bytes(array)))
+    with pytest.raises(DataError, match=re.escape(f"{stem}.gz: {message}")):
+        load_arrays("mnist", data_dir=folder, allow_download=False)
+
+
 def test_nothing_found_lists_every_place_looked(homes):
     with pytest.raises(DataError) as caught:
         load_arrays("fashion_mnist", allow_download=False)
@@ -207,6 +220,12 @@ def test_the_other_dataset_is_told_apart_by_its_test_labels(homes, tmp_path):
         os.symlink(f, wrong / f.name)
     with pytest.raises(WrongDataset, match="holds mnist, not fashion_mnist"):
         load_arrays("fashion_mnist", data_dir=wrong, allow_download=False)
+    unzipped = tmp_path / "unzipped"
+    unzipped.mkdir()
+    for f in FASHION_DIR.glob("*.gz"):
+        (unzipped / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
+    with pytest.raises(WrongDataset, match="holds fashion_mnist, not mnist"):
+        load_arrays("mnist", data_dir=unzipped, allow_download=False)
     write_idx_dataset(tmp_path / "cnnlab_cache" / "fashion-mnist", mark=9)
     arrays, source = load_arrays("fashion_mnist", allow_download=False)
     assert arrays["x_train"][0, 0, 0] == 9 and "cnnlab cache" in source

@@ -11,6 +11,8 @@ import random
 import pytest
 from robustness_helpers import PHASES, calibrate, kill_and_recover
 
+from cnnlab.errors import CnnlabError
+
 KILLS = 5
 
 
@@ -55,3 +57,23 @@ def test_kill_between_the_last_commit_and_best_keras_is_completed_by_resume(tmp_
     _, _, _, metrics = train_run(config, resume=run.path, verbose=0)
     assert filecmp.cmp(run.best_model, run.checkpoints / "epoch-0002.keras", shallow=False)
     assert metrics["best_epoch"] == 2 and run.metrics.is_file()
+
+
+def test_a_run_killed_while_scoring_is_finished_by_run_resume(tmp_path, monkeypatch):
+    """Killed after training, before the test scores: `run --resume` scores it; `train --resume` has nothing left."""
+    from cnnlab import RunDir, make_config, pipeline
+
+    def killed_while_scoring(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(pipeline, "evaluate_model", killed_while_scoring)
+    config = make_config(dataset="digits", limit_train=400, epochs=1)
+    with pytest.raises(Killed):
+        pipeline.run(config, out=tmp_path, name="run", verbose=0)
+    run = RunDir(tmp_path / "run")
+    assert "val_accuracy" in run.read_metrics() and "test_accuracy" not in run.read_metrics()
+    monkeypatch.undo()
+    with pytest.raises(CnnlabError, match="already completed 1 of 1 epochs"):
+        pipeline.train_run(config, resume=run.path, verbose=0)
+    pipeline.run(config, resume=run.path, verbose=0)
+    assert "test_accuracy" in run.read_metrics() and (run.path / "report.html").is_file()

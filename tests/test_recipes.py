@@ -15,7 +15,7 @@ from cnnlab.cli import build_parser, training_config
 from cnnlab.config import RECIPE_DATASET_SETTINGS, RECIPES, make_config
 from cnnlab.errors import ConfigError
 from cnnlab.inspection import ensemble_members, network
-from cnnlab.model import build_model, learning_rate
+from cnnlab.model import augmentation_layers, build_model, learning_rate
 from cnnlab.pipeline import train_run
 
 TINY = {"dataset": "digits", "limit_train": 200, "epochs": 1}  # 160 training images: 2 steps at batch 128
@@ -71,10 +71,25 @@ def test_recipes_build_the_network_they_describe(recipe_run):
 def test_augmentation_is_off_at_inference(recipe_run):
     name, config, run, best, _ = recipe_run
     images = np.random.default_rng(0).random((4, 28, 28, 1), np.float32)
-    np.testing.assert_array_equal(best.predict(images, verbose=0), best.predict(images, verbose=0))
     for layer in network(best).layers:
         if layer.name.startswith("random_"):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_augmentation_layers_draw_independent_transforms(dataset):
+    """Layers seeded alike would draw the same numbers: each image's zoom would follow its shift."""
+    images = np.zeros((256, 28, 28, 1), np.float32)
+    draws = []
+    for layer in augmentation_layers(make_config(recipe="best", dataset=dataset)):
+        transform = layer.get_random_transformation(images, training=True)
+        for key in ("flips", "translations", "angle", "height_zoom", "width_zoom"):
+            if key in transform:
+                values = keras.ops.convert_to_numpy(transform[key]).astype(np.float32).reshape(len(images), -1)
+                draws += list(values.T)
+    assert len(draws) >= 3
+    correlations = np.corrcoef(draws) - np.eye(len(draws))
+    assert np.abs(correlations).max() < 0.3, correlations.round(2)
 
 
 def test_a_recipe_can_tune_itself_to_a_dataset_and_flags_still_win():

@@ -14,7 +14,9 @@ from PIL import Image
 
 from cnnlab import report
 from cnnlab.cli import main
-from cnnlab.evaluation import confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, scores, top_k
+from cnnlab.data import load_dataset
+from cnnlab.evaluation import (confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, predict, scores,
+                               top_k)
 from cnnlab.explain import grad_cam, saliency
 
 RUN_FILES = ("config.json", "metrics.json", "history.csv", "best.keras")  # what a report is rebuilt from
@@ -143,6 +145,15 @@ def test_report_of_a_model_file_says_there_is_no_history(digits_run, metrics, tm
         "test_loss", "test_accuracy"}
     # the same model on the same test images: the score computed here is the run's
     assert float(model_page.metrics["test_accuracy"][0]) == pytest.approx(metrics["test_accuracy"], abs=1e-12)
+    shifted = tmp_path / "shifted.html"
+    assert main(["report", str(digits_run / "best.keras"), "--dataset", "digits", "--test-time-augmentation", "shift",
+                 "--out", str(shifted)]) == 0
+    shifted_page = Page(shifted.read_text(encoding="utf-8"))
+    data = load_dataset("digits")
+    expected = scores(data.y_test, predict(keras.saving.load_model(digits_run / "best.keras"), data.x_test,
+                                           test_time_augmentation="shift"))
+    assert float(shifted_page.metrics["test_accuracy"][0]) == pytest.approx(expected["accuracy"], abs=1e-12)
+    assert shifted_page.metrics["test_single_view_accuracy"][0] == model_page.metrics["test_accuracy"][0]
 
 
 def copy_run(digits_run, tmp_path):

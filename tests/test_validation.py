@@ -57,6 +57,12 @@ def test_a_split_too_small_for_every_class_is_refused(capsys, tmp_path):
         "a validation split of 0.995 leaves ")
 
 
+@pytest.mark.parametrize("megabytes", ["0", "-1", "nan", "inf"])
+def test_serve_refuses_an_upload_limit_that_is_not_a_positive_number(capsys, tmp_path, megabytes):
+    assert error_of(capsys, "serve", str(tmp_path / "model.keras"), "--max-upload-mb", megabytes) == \
+        f"--max-upload-mb must be a number of megabytes above 0, not {float(megabytes)}"
+
+
 def test_unparsable_flag_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["train", "--epochs", "ten"])

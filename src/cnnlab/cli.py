@@ -5,6 +5,7 @@ after saying how to resume.
 """
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -84,14 +85,18 @@ def add_test_time_augmentation_option(p, default):
                    f"shifts (shift), for models trained with those augmentations ({default})")
 
 
+def add_unsafe_option(p):
+    p.add_argument("--unsafe", action="store_true", help="load models with Lambda layers or layers from other Python "
+                   "packages, whose code runs on loading (only files you trust; unknown custom objects stay refused)")
+
+
 def add_model_options(p, what):
     p.add_argument("model", metavar="MODEL", help=f"saved Keras model to {what}: .keras, or legacy .h5")
     p.add_argument("--dataset", choices=DATASETS, help="dataset of the test images (default: the run's, else mnist)")
     p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's IDX files")
     p.add_argument("--out", metavar="DIR", help="where figures go (default: a run's figures folder for its best.keras, "
                    "else MODEL-NAME-figures beside MODEL)")
-    p.add_argument("--unsafe", action="store_true",
-                   help="load models whose Lambda layers or custom code run on loading (only files you trust)")
+    add_unsafe_option(p)
 
 
 def build_parser():
@@ -146,8 +151,8 @@ def build_parser():
     p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's IDX files")
     p.add_argument("--out", metavar="FILE", help="where the page goes (default: RUN_DIR/report.html, "
                    "or MODEL's folder/MODEL-NAME-report.html)")
-    p.add_argument("--unsafe", action="store_true",
-                   help="load models whose Lambda layers or custom code run on loading (only files you trust)")
+    add_test_time_augmentation_option(p, "for a MODEL; default: the run's own setting, else none")
+    add_unsafe_option(p)
 
     p = sub.add_parser("compare", help="runs side by side: settings that differ, epochs, time, scores",
                        description="Print a table of runs side by side: the settings in which they differ, "
@@ -169,7 +174,7 @@ def build_parser():
     p.add_argument("--no-preprocess", action="store_true", help="images are already 28x28 MNIST-style "
                    "(white ink on black): only make them grey, 28x28 and scale them to [0, 1]")
     p.add_argument("--top", type=int, default=3, metavar="K", help="most probable classes to list (3)")
-    p.add_argument("--unsafe", action="store_true", help="load models that run code on loading (only files you trust)")
+    add_unsafe_option(p)
 
     p = sub.add_parser("serve", help="a local web app: draw a digit and watch the network think",
                        description="Serve a page to draw or upload a digit and see the class probabilities, the "
@@ -179,7 +184,7 @@ def build_parser():
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=int, default=8000, help="(8000)")
     p.add_argument("--max-upload-mb", type=float, default=5.0, metavar="MB", help="largest request body accepted (5)")
-    p.add_argument("--unsafe", action="store_true", help="load models that run code on loading (only files you trust)")
+    add_unsafe_option(p)
     return parser
 
 
@@ -300,18 +305,23 @@ def command_report(args):
 
     target = Path(args.model)
     if target.is_dir():
-        if args.dataset or args.unsafe:
-            raise CnnlabError("a run directory's report uses the run's own dataset and model; "
-                              "--dataset and --unsafe are for a MODEL file")
+        if args.dataset or args.unsafe or args.test_time_augmentation:
+            raise CnnlabError("a run directory's report uses the run's own dataset, model and scoring; "
+                              "--dataset, --unsafe and --test-time-augmentation are for a MODEL file")
         print(f"Report: {report.report_from_run(target, args.out, data_dir=args.data_dir)}")
         return
     if not target.exists():
         raise CnnlabError(f"{target}: no such run directory or model file")
     from .inspection import load_model
 
-    model = load_model(target, safe_mode=not args.unsafe)
+    from .pipeline import load_data
+
+    model = load_model(target, safe_mode=not args.unsafe, compile=False)
+    config = model_config(args)
     out = Path(args.out) if args.out else target.with_name(f"{target.stem}-report.html")
-    print(f"Report: {report.report_for_model(model, model_dataset(args), out, target)}")
+    path = report.report_for_model(model, load_data(config), out, target,
+                                   args.test_time_augmentation or config.test_time_augmentation)
+    print(f"Report: {path}")
 
 
 def command_compare(args):
@@ -321,7 +331,6 @@ def command_compare(args):
     print(compare.comparison_text(comparison))
     if args.html:
         print(f"HTML: {compare.write_comparison_html(comparison, args.html)}")
-
 
 
 def command_predict(args):
@@ -361,6 +370,8 @@ def command_predict(args):
 def command_serve(args):
     from .serve import serve
 
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
+        raise CnnlabError(f"--max-upload-mb must be a number of megabytes above 0, not {args.max_upload_mb}")
     serve(args.model, host=args.host, port=args.port, safe_mode=not args.unsafe,
           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
 

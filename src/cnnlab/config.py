@@ -115,7 +115,7 @@ def read_config_file(path):
             values = json.loads(text)
         else:
             values = tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as e:
+    except ValueError as e:  # JSON's and TOML's decode errors are ValueErrors
         raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a table of settings")

@@ -37,11 +37,11 @@ IDX_FILES = {  # role -> file name stem, as in the original distributions (same 
     "y_test": "t10k-labels-idx1-ubyte",
 }
 
-# The test-label files are byte-identical in every copy of each dataset, and differ between the two:
-# they tell MNIST from Fashion-MNIST in a folder whose file names are the same for both.
+# The 10,000 test labels are the same in every copy of each dataset, and differ between the two: they tell
+# MNIST from Fashion-MNIST in a folder whose file names are the same for both, gzipped or not.
 TEST_LABELS_SHA256 = {
-    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6": "mnist",
-    "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05": "fashion_mnist",
+    "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5": "mnist",
+    "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9": "fashion_mnist",
 }
 
 KERAS_MIRROR = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -157,24 +157,39 @@ def _load_idx_folder(folder, name):
     paths = {role: _find_idx(folder, role) for role in IDX_FILES}
     if not all(paths.values()):
         return None
-    if paths["y_test"].suffix == ".gz":
-        identified = TEST_LABELS_SHA256.get(_sha256(paths["y_test"]))
-        if identified and identified != name:
-            raise WrongDataset(folder, identified, name)
     arrays = {role: read_idx(p) for role, p in paths.items()}
+    identified = TEST_LABELS_SHA256.get(hashlib.sha256(arrays["y_test"].tobytes()).hexdigest())
+    if identified and identified != name:
+        raise WrongDataset(folder, identified, name)
+    return _checked(arrays, paths, name)
+
+
+def _checked(arrays, paths, name):
+    """The arrays, once they are known to form a 28x28 uint8 dataset with labels of `name`'s classes: anything
+    else would be silently mis-scaled, or fail deep inside training."""
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or y.ndim != 1 or len(x) != len(y):
-            raise DataError(f"{folder}: {split} images {x.shape} and labels {y.shape} do not form a 28x28 dataset")
+            raise DataError(f"{paths[f'x_{split}']}: {split} images {x.shape} and labels {y.shape} do not form a 28x28 "
+                            f"dataset")
+        for role, values in ((f"x_{split}", x), (f"y_{split}", y)):
+            if values.dtype != np.uint8:
+                raise DataError(f"{paths[role]}: holds {values.dtype} values; MNIST-style files hold unsigned bytes "
+                                f"(pixels 0..255, labels 0..9)")
+        classes = len(CLASS_NAMES[name])
+        if len(y) and y.max() >= classes:
+            raise DataError(f"{paths[f'y_{split}']}: has label {y.max()}, but {name} has {classes} classes "
+                            f"(0..{classes - 1})")
     return arrays
 
 
 def _load_npz(path):
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {role: f[role] for role in IDX_FILES}
+            arrays = {role: f[role] for role in IDX_FILES}
     except (OSError, KeyError, ValueError) as e:
         raise DataError(f"{path}: not a usable mnist.npz ({e}); delete it to download it again") from None
+    return _checked(arrays, dict.fromkeys(IDX_FILES, path), "mnist")
 
 
 # ---------------------------------------------------------------- where the data is

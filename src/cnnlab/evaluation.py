@@ -29,7 +29,7 @@ def view_probabilities(model, images, batch_size=256, test_time_augmentation="no
 
 def augmented_views(images, kind="none") -> list:
     """The copies of a batch of (N, 28, 28, 1) images whose predictions test-time augmentation averages: the images,
-    then for `flip` their mirror images, for `shift` the images moved one pixel up, down, left and right (the border
+    then for `flip` their mirror images, for `shift` the images moved one pixel down, up, right and left (the border
     filled with background 0). Only for models trained to be invariant to that change (augment_flip, augment_translate)."""
     if kind == "none":
         return [images]

@@ -184,9 +184,11 @@ def trained_kernel(layer):
 
 
 def untrained_kernel(layer, seed=0):
-    """The same layer's kernel freshly initialised (its own initializer, seeded): what training started from."""
+    """The same layer's kernel freshly drawn from its own initializer (seeded, when it is random): the kind of
+    weights training starts from, so that the figure shows what training changed."""
     initializer = layer.kernel_initializer
-    fresh = initializer.__class__.from_config({**initializer.get_config(), "seed": seed})
+    settings = initializer.get_config()
+    fresh = initializer.__class__.from_config({**settings, "seed": seed} if "seed" in settings else settings)
     return keras.ops.convert_to_numpy(fresh(shape=tuple(layer.kernel.shape)))
 
 

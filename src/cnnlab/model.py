@@ -9,6 +9,7 @@ An ensemble (`best` on MNIST) is several such networks trained apart, saved as o
 """
 
 import keras
+import numpy as np
 
 from .config import IMAGE_SIZE, Config
 
@@ -63,17 +64,22 @@ def ensemble_line(config: Config) -> str:
 
 
 def augmentation_layers(config: Config):
-    """Random mirror images, shifts, rotations and zooms of the training images; Keras skips them at inference."""
-    layers = [keras.layers.RandomFlip("horizontal", seed=config.seed, name="random_flip")] if config.augment_flip else []
+    """Random mirror images, shifts, rotations and zooms of the training images; Keras skips them at inference.
+    Each layer gets its own seed: layers seeded alike draw the same numbers, which would tie each image's zoom to
+    its shift and its rotation to both."""
+    seeds = iter(np.random.SeedSequence(config.seed).generate_state(4).tolist())
+    layers = []
+    if config.augment_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=next(seeds), name="random_flip"))
     if config.augment_translate:
         layers.append(keras.layers.RandomTranslation(config.augment_translate, config.augment_translate,
-                                                     fill_mode="constant", seed=config.seed, name="random_translation"))
+                                                     fill_mode="constant", seed=next(seeds), name="random_translation"))
     if config.augment_rotate:
         layers.append(keras.layers.RandomRotation(config.augment_rotate / 360, fill_mode="constant",
-                                                  seed=config.seed, name="random_rotation"))
+                                                  seed=next(seeds), name="random_rotation"))
     if config.augment_zoom:
         layers.append(keras.layers.RandomZoom(config.augment_zoom, config.augment_zoom, fill_mode="constant",
-                                              seed=config.seed, name="random_zoom"))
+                                              seed=next(seeds), name="random_zoom"))
     return layers
 
 
@@ -105,6 +111,20 @@ def compile_model(model, config: Config, steps_per_epoch=None):
     jit_compile = {"true": True, "false": False}.get(config.jit_compile, "auto")
     model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], steps_per_execution=config.steps_per_execution, jit_compile=jit_compile)
+
+
+def layer_rows(model) -> list:
+    """model.summary() as data: each layer's name, type, output shape without the batch (None for a layer used more
+    than once, which has no single output) and parameters."""
+    rows = []
+    for layer in model.layers:
+        try:
+            shape = list(layer.output.shape[1:])
+        except (AttributeError, ValueError):
+            shape = None
+        rows.append({"name": layer.name, "type": type(layer).__name__, "output_shape": shape,
+                     "parameters": int(layer.count_params())})
+    return rows
 
 
 def summary_text(model) -> str:

@@ -61,32 +61,36 @@ def load_data(config: Config) -> Dataset:
     return load_dataset(config.dataset, config.data_dir, config.validation_split, config.seed, config.limit_train)
 
 
-def train_run(config: Config, out="runs", name=None, resume=None, verbose=None, callbacks=()):
+def train_run(config: Config, out="runs", name=None, resume=None, verbose=None, callbacks=(), tested=False):
     """Build (or resume) and train a model; returns the run directory, the best model, the data and the metrics.
 
     `resume` is a run directory to continue from its last completed epoch; pass its own config
     (`resume_config`), else the resumed run would train differently from how it started.
     An ensemble trains its networks one after another, each in a run directory of its own (`RunDir.member`), so
     that a resumed ensemble keeps the networks it finished. `callbacks` go to Keras's fit (a benchmark's timer).
+    `tested` says the caller scores the model on the test set next (`run`): a resumed run that trained to the end
+    but has no test scores yet is then not refused.
     """
     path = Path(resume) if resume else run_path(config, out, name)
+    data = None if resume else load_data(config)  # before the run directory is made: a run without data leaves none
     with files.exclusive(path):  # checked under the lock: a process that held it may have finished a run of this name
         run = RunDir(path) if resume else new_run_dir(path)
-        return _train_run(run, config, resume, verbose, callbacks)
+        return _train_run(run, config, data, resume, verbose, callbacks, tested)
 
 
-def _train_run(run: RunDir, config: Config, resume, verbose, callbacks):
+def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, tested):
     single = config.ensemble == 1
     networks = [run] if single else [run.member(k) for k in range(1, config.ensemble + 1)]
     states = [network.read_state() if resume else None for network in networks]
     if resume:
         if states[-1]:  # the networks train in order: the last one's state says whether anything is left
-            check_resumable(run, states[-1], config)
+            check_resumable(run, states[-1], config, tested)
         print(resume_note(run, states, config))
     if not states[0]:
         set_seeds(config.seed)
     files.write_json(run.config, config.to_dict())  # from here on, a killed run can be resumed
-    data = load_data(config)
+    if data is None:  # a resumed run's, loaded once it is known to have something left to do
+        data = load_data(config)
     print(f"Data: {config.dataset} from {data.source}: " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()))
     results = []
     for k, (network, state) in enumerate(zip(networks, states)):
@@ -231,7 +235,7 @@ def inspect_model(model, image, out_dir, title="input", include_pooling=False) -
 def run(config: Config, out="runs", name=None, resume=None, verbose=None) -> RunDir:
     """The whole assignment: train with early stopping, score on the test set, show, look inside."""
     started = time.perf_counter()
-    run_dir, best, data, metrics = train_run(config, out, name, resume, verbose)
+    run_dir, best, data, metrics = train_run(config, out, name, resume, verbose, tested=True)
     per_view = view_probabilities(best, data.x_test, test_time_augmentation=config.test_time_augmentation)
     metrics.update(evaluate_model(best, data, run_dir.figures, config.test_time_augmentation, per_view))
     index = 0

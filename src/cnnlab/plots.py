@@ -26,6 +26,10 @@ def learning_curves(history, best_epoch=None, monitor="val_loss") -> Figure:
     members = np.asarray(history["member"]) if "member" in history else np.ones(len(epochs))
     networks = list(dict.fromkeys(members.tolist()))
     best_epochs = best_epoch if isinstance(best_epoch, (list, tuple)) else [best_epoch]
+    networks_at = {}  # best epoch -> the networks whose best it is
+    for k, epoch in enumerate(best_epochs, start=1):
+        if epoch:
+            networks_at.setdefault(epoch, []).append(k)
     for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics):
         for network in networks:
             rows = members == network
@@ -33,8 +37,9 @@ def learning_curves(history, best_epoch=None, monitor="val_loss") -> Figure:
             ax.plot(epochs[rows], np.asarray(history[metric])[rows], "o-", label=f"train{which}")
             if f"val_{metric}" in history:
                 ax.plot(epochs[rows], np.asarray(history[f"val_{metric}"])[rows], "o-", label=f"validation{which}")
-        for epoch in dict.fromkeys(epoch for epoch in best_epochs if epoch):
-            ax.axvline(epoch, color="grey", linestyle="--", label=f"best epoch ({epoch}, by {monitor})")
+        for epoch, whose in networks_at.items():
+            which = f", network{'s' * (len(whose) > 1)} {' and '.join(map(str, whose))}" if len(best_epochs) > 1 else ""
+            ax.axvline(epoch, color="grey", linestyle="--", label=f"best epoch ({epoch}{which}, by {monitor})")
         ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)

@@ -23,7 +23,7 @@ from .errors import CnnlabError, ImageError
 from .evaluation import as_probabilities, top_k
 from .explain import grad_cam
 from .inspection import check_image_model, conv_layers, feature_map_model, load_model, output_list
-from .model import summary_text
+from .model import layer_rows, summary_text
 from .preprocess import MAX_PIXELS, SUFFIXES, Prepared, is_image_file, prepare, thumbnail
 from .rundir import run_config_of
 
@@ -92,9 +92,7 @@ class Classifier:
             "class_names": self.class_names,
             "summary": summary_text(self.model),
             "conv_layers": [layer.name for layer in conv_layers(self.model)],
-            "layers": [{"name": layer.name, "type": type(layer).__name__,
-                        "output_shape": list(layer.output.shape[1:]), "parameters": int(layer.count_params())}
-                       for layer in self.model.layers],
+            "layers": layer_rows(self.model),
         }
 
 

@@ -20,11 +20,12 @@ import numpy as np
 from . import environment, files, pages, plots
 from .data import Dataset
 from .errors import CnnlabError
-from .evaluation import (confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, predict, scores,
-                       top_k)
+from .evaluation import (confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, scores, top_k,
+                         view_probabilities)
 from .explain import grad_cam, saliency
 from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_map_model,
                          load_model, output_list)
+from .model import layer_rows
 from .pipeline import filter_figure, load_data, tta_note
 from .rundir import RunDir
 
@@ -94,11 +95,11 @@ def report_from_run(run_dir, out=None, model=None, data=None, data_dir=None, pro
                         probabilities=probabilities)
 
 
-def report_for_model(model, data: Dataset, out, model_path) -> Path:
+def report_for_model(model, data: Dataset, out, model_path, test_time_augmentation="none") -> Path:
     """A report for any saved model: no training history, so scores are computed here on the test set."""
     check_classifier(check_image_model(model, model_path), len(data.class_names), model_path)
-    return build_report(model, data, Path(out), title=Path(model_path).name,
-                        origin=f"model file {model_path}")
+    return build_report(model, data, Path(out), title=Path(model_path).name, origin=f"model file {model_path}",
+                        test_time_augmentation=test_time_augmentation)
 
 
 # ---------------------------------------------------------------- building the page
@@ -122,15 +123,11 @@ def thumbnail_uri(image) -> str:
 
 
 def architecture(model) -> list:
-    """(layer, type, output shape, parameters) of each layer, as model.summary() shows them."""
-    rows = []
-    for layer in model.layers:
-        try:
-            shape = str(tuple(layer.output.shape))
-        except (AttributeError, ValueError):  # a layer used more than once has no single output
-            shape = "?"
-        rows.append({"name": layer.name, "type": type(layer).__name__, "shape": shape.replace("None", "batch"),
-                     "parameters": int(layer.count_params())})
+    """The layers' rows, each output shape written as model.summary() writes it: (batch, 28, 28, 32)."""
+    rows = layer_rows(model)
+    for row in rows:
+        shape = row["output_shape"]
+        row["shape"] = "?" if shape is None else "(" + ", ".join(map(str, ["batch", *shape])) + ")"
     return rows
 
 
@@ -188,15 +185,17 @@ def summary_section(model, data: Dataset, config, metrics) -> dict:
     }
 
 
-def score_rows(data: Dataset, probabilities, metrics, test_time_augmentation="none") -> list:
-    """Validation (a run only) and test loss and accuracy; a run's own record wins, so the page equals metrics.json."""
+def score_rows(data: Dataset, probabilities, metrics, test_time_augmentation="none", single_view_accuracy=None) -> list:
+    """Validation (a run only) and test loss and accuracy, and with test-time augmentation the model alone's test
+    accuracy; a run's own record wins, so the page equals metrics.json."""
     rows = []
     if metrics is not None:
         rows.append({"split": "validation", "key": "val", "loss": metrics["val_loss"],
                      "accuracy": metrics["val_accuracy"]})
-    if metrics is not None and "test_accuracy_single_view" in metrics:
+    single_view_accuracy = (metrics or {}).get("test_accuracy_single_view", single_view_accuracy)
+    if single_view_accuracy is not None:
         rows.append({"split": "test, the model alone (one view per image)", "key": "test_single_view",
-                     "loss": None, "accuracy": metrics["test_accuracy_single_view"]})
+                     "loss": None, "accuracy": single_view_accuracy})
     if metrics is not None and "test_loss" in metrics:
         test = {"loss": metrics["test_loss"], "accuracy": metrics["test_accuracy"]}
     else:  # a model file, or a run made by `cnnlab train` that was never tested
@@ -244,17 +243,23 @@ def ensemble_note(model):
 
 
 def build_report(model, data: Dataset, out, *, config=None, metrics=None, history=None, title, origin,
-                 probabilities=None) -> Path:
+                 probabilities=None, test_time_augmentation="none") -> Path:
     """Compute every section's figures and numbers, fill the template, write `out` atomically.
 
     `config`, `metrics` and `history` are a run's record; without them (a model file) the page says so.
-    `probabilities` are the test set's (with the run's test-time augmentation), when the caller has them.
+    `probabilities` are the test set's (with the test-time augmentation: the run's, else the argument's), when
+    the caller has them.
     """
+    if config:
+        test_time_augmentation = config.test_time_augmentation
     steps = Steps(len(SECTIONS) + 2)
     steps("predicting the test set")
+    single_view_accuracy = None
     if probabilities is None:
-        probabilities = predict(model, data.x_test,
-                                test_time_augmentation=config.test_time_augmentation if config else "none")
+        per_view = view_probabilities(model, data.x_test, test_time_augmentation=test_time_augmentation)
+        probabilities = np.mean(per_view, axis=0)
+        if test_time_augmentation != "none":
+            single_view_accuracy = scores(data.y_test, per_view[0])["accuracy"]
     predicted = probabilities.argmax(axis=1)
     sample = np.arange(min(SAMPLE_SIZE, len(data.x_test)))
     mistakes = confident_mistakes(data.y_test, probabilities, MISTAKES)
@@ -268,7 +273,7 @@ def build_report(model, data: Dataset, out, *, config=None, metrics=None, histor
     steps("run summary")
     page["summary"] = summary_section(model, data, config, metrics)
     steps("scores")
-    page["score_rows"] = score_rows(data, probabilities, metrics, config.test_time_augmentation if config else "none")
+    page["score_rows"] = score_rows(data, probabilities, metrics, test_time_augmentation, single_view_accuracy)
     steps("learning curves")
     page["curves"] = figure_uri(plots.learning_curves(history, metrics["best_epoch"], config.monitor)) \
         if history else None

@@ -309,10 +309,13 @@ def training_left(state, config: Config):
     return not state["stopped_early"] and state["epochs_completed"] < config.epochs
 
 
-def check_resumable(run: RunDir, state, config: Config):
+def check_resumable(run: RunDir, state, config: Config, tested=False):
     """Refuse, before any data is loaded, to resume a run that has nothing left to do. A run killed after its
-    last epoch but before metrics.json was written still has its evaluation to do."""
+    last epoch but before metrics.json was written still has its evaluation to do; with `tested` (`cnnlab run`),
+    so does one killed before its test scores were written."""
     if training_left(state, config) or not run.metrics.exists():
+        return
+    if tested and "test_accuracy" not in run.read_metrics():
         return
     done = state["epochs_completed"]
     if state["stopped_early"]:
@@ -340,7 +343,6 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
     # Up to two checkpoints, best.keras and one temporary copy exist at a time.
     files.check_writable(run.path, need_bytes=4 * model_file_bytes(model) + 10_000_000)
     state = (run.read_state() if resume else None) or new_state()
-    check_resumable(run, state, config)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     finish_epoch(run, state)
     best_weights = None
