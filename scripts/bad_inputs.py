@@ -134,13 +134,18 @@ def main_script():
         ROWS.append((f"kill -9 once the line '{moment}' appeared", f"cnnlab train --dataset digits --epochs 3 "
                      f"--out runs --name {name}", victim.finish(), victim.error_lines()))
         if name == "killed":
-            shown("compare", "runs/ctrl-c", "runs/killed", note="compare with that run before it is resumed")
+            shown("compare", "runs/ctrl-c", "runs/killed", note="compare with that run before it is resumed (not an "
+                  "error: its column is marked unfinished)")
         shown("train", "--resume", f"runs/{name}", note="resume after kill -9 (stdout shown)", stdout_starting=progress)
     shown("train", "--resume", "runs/ctrl-c", "--dropout", "0.1", note="--resume with a changed setting")
     shown("train", "--resume", "runs/ctrl-c", "--name", "copy", note="--resume with a new run name")
     shown("train", "--resume", "runs/ctrl-c", note="--resume of a finished run")
     shown("train", "--resume", "runs", note="--resume of a folder that is not a run")
     shown("train", "--dataset", "digits", "--out", "runs", "--name", "ctrl-c", note="new run over an existing one")
+    shown("train", "--dataset", "digits", "--out", "runs", "--name", "../elsewhere", note="a run name that is a path")
+    shutil.copytree("runs/ctrl-c", "runs/pruned")
+    shutil.rmtree("runs/pruned/checkpoint")
+    shown("train", "--resume", "runs/pruned", note="--resume of a finished run whose checkpoint/ was deleted")
     shown("train", "--dataset", "digits", "--lr-schedule", "one_cycle", "--epochs", "1", "--out", "runs",
           "--name", "scheduled", note="a run with a learning-rate schedule (stdout shown)", stdout_starting=("Stopped",))
     shown("train", "--resume", "runs/scheduled", "--epochs", "3",
@@ -166,9 +171,12 @@ def main_script():
     shown("evaluate", "models/missing.keras", note="missing model file")
     shown("evaluate", "models", note="folder instead of a model")
     shown("inspect", "models/good.keras", "--dataset", "digits", "--index", "5000", note="image index out of range")
+    shown("inspect", "models/good.keras", "--dataset", "digits", "--out", "a-file/figures",
+          note="--out under a regular file")
 
     section("Web app")
     shown("serve", "models/good.keras", "--port", "70000", note="port out of range")
+    shown("serve", "models/good.keras", "--max-upload-mb", "0", note="no upload allowed")
 
     section("Data")
     Path("no-data").mkdir()

@@ -15,6 +15,12 @@ result = cnnlab.train(model, data, config, sys.argv[1])
 scores = cnnlab.evaluate(model, data.x_test, data.y_test)
 assert result.epochs_run == 1 and 0 <= scores["accuracy"] <= 1, (result, scores)
 assert repr(cnnlab.RunDir(sys.argv[1])) == f"RunDir('{sys.argv[1]}')"
+try:
+    cnnlab.train(model, data, config, sys.argv[1])
+except cnnlab.CnnlabError as e:
+    assert "already holds a trained model" in str(e), e
+else:
+    raise AssertionError("a second train() into the same folder replaced its model")
 
 for module in pkgutil.walk_packages(cnnlab.__path__, "cnnlab."):  # every module imported, each name still the API's
     if module.name != "cnnlab.__main__":

@@ -10,7 +10,7 @@ from cnnlab.cli import main
 from cnnlab.errors import ModelFileError
 
 LAMBDA = "refused in safe mode: Lambda layer 'times_two' holds Python code that would run when the model is loaded; " \
-         "if you trust the file, pass --unsafe"
+         "if you trust the file, pass --unsafe (safe_mode=False in Python)"
 CUSTOM = "it uses the custom object 'someones_code>Doubling', whose code is not in the file; cnnlab cannot load it " \
          "(--unsafe only allows Lambda layers, whose code is in the file)"
 TRUNCATED_KERAS = "the .keras file is truncated or corrupt; use an intact copy"

@@ -11,10 +11,13 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from robustness_helpers import write_idx_dataset
 
 from cnnlab.cli import main
+from cnnlab.config import make_config
 from cnnlab.data import load_dataset
 from cnnlab.inspection import untrained_kernel
+from cnnlab.pipeline import train_run
 from cnnlab.plots import learning_curves
 
 FIGURES = ["learning_curves", "predictions", "filters_conv_1", "filters_conv_2", "feature_maps_input",
@@ -73,7 +76,8 @@ def test_run_predicts_the_test_set_once(tmp_path, monkeypatch):
     calls = []
     views = pipeline.view_probabilities
     monkeypatch.setattr(pipeline, "view_probabilities", lambda *args, **kwargs: calls.append(1) or views(*args, **kwargs))
-    monkeypatch.setattr(report, "predict", lambda *args, **kwargs: pytest.fail("the report predicted the test set again"))
+    monkeypatch.setattr(report, "view_probabilities",
+                        lambda *args, **kwargs: pytest.fail("the report predicted the test set again"))
     run = pipeline.run(make_config(dataset="digits", epochs=1, limit_train=200), out=tmp_path, name="run", verbose=0)
     assert len(calls) == 1 and run.report.is_file()
 
@@ -91,14 +95,27 @@ def test_build_prints_the_model_without_training(capsys, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+def test_a_run_records_its_data_folder_absolute_and_resumes_from_any_folder(tmp_path, monkeypatch):
+    write_idx_dataset(tmp_path / "data", n_train=200)
+    monkeypatch.chdir(tmp_path)
+    train_run(make_config(dataset="mnist", data_dir="data", epochs=1), out="runs", name="run", verbose=0)
+    run = tmp_path / "runs" / "run"
+    assert json.loads((run / "config.json").read_text())["data_dir"] == str((tmp_path / "data").resolve())
+    monkeypatch.chdir(tmp_path / "runs")
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert main(["evaluate", str(run / "best.keras")]) == 0
+
+
 def test_learning_curves_draw_a_plain_keras_history():
-    """A notebook passes fit's History.history (lists, no epoch column), or arrays; loss alone draws one panel."""
+    """A notebook passes fit's History, or its .history (lists, no epoch column), or arrays; loss alone draws one
+    panel."""
     data = load_dataset("digits", limit_train=200)
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
                               keras.layers.Dense(10, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=2, verbose=0).history
-    for given in (history, {column: np.asarray(values) for column, values in history.items()}):
+    fitted = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=2, verbose=0)
+    history = fitted.history
+    for given in (history, {column: np.asarray(values) for column, values in history.items()}, fitted):
         loss_ax, accuracy_ax = learning_curves(given, best_epoch=2).axes
         assert list(loss_ax.lines[0].get_xdata()) == [1, 2]
         np.testing.assert_allclose(loss_ax.lines[0].get_ydata(), history["loss"])
@@ -152,6 +169,20 @@ def test_inspect_a_model_written_by_plain_keras(tmp_path, suffix):
     assert main(["evaluate", str(path), "--dataset", "digits", "--out", str(out)]) == 0
 
 
+def test_a_model_without_conv_layers_is_scored_and_predicted_but_not_looked_inside(tmp_path, capsys):
+    data = load_dataset("digits", limit_train=200)
+    mlp = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    mlp.compile("adam", "sparse_categorical_crossentropy")
+    mlp.fit(data.x_train, data.y_train, epochs=1, verbose=0)
+    mlp.save(tmp_path / "mlp.keras")
+    Image.fromarray(np.uint8(255 * data.x_test[0, :, :, 0])).save(tmp_path / "digit.png")
+    assert main(["evaluate", str(tmp_path / "mlp.keras"), "--dataset", "digits"]) == 0
+    assert main(["predict", str(tmp_path / "mlp.keras"), str(tmp_path / "digit.png"), "--no-preprocess"]) == 0
+    assert "Test (" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "mlp.keras"), "--dataset", "digits"]) == 2
+    assert "model has no Conv2D layer, so it has no filters or feature maps to show" in capsys.readouterr().err
+
+
 def test_untrained_filters_come_from_each_layer_own_initializer():
     zeros, random = keras.layers.Conv2D(4, 3, kernel_initializer="zeros"), keras.layers.Conv2D(4, 3)
     for layer in (zeros, random):
@@ -159,6 +190,27 @@ def test_untrained_filters_come_from_each_layer_own_initializer():
     assert untrained_kernel(zeros).shape == (3, 3, 1, 4) and not untrained_kernel(zeros).any()  # Zeros takes no seed
     np.testing.assert_array_equal(untrained_kernel(random), untrained_kernel(random))  # seeded: the same each time
     assert untrained_kernel(random).std() > 0
+
+
+@pytest.mark.parametrize("command,flag", [
+    (["evaluate", "{model}", "--out", "{blocked}"], "--out"),
+    (["inspect", "{model}", "--out", "{blocked}"], "--out"),
+    (["report", "{model}", "--out", "{blocked}/page.html"], "--out"),
+    (["report", "{run}", "--out", "{blocked}/page.html"], "--out"),
+    (["predict", "{model}", "{image}", "--show", "{blocked}"], "--show"),
+    (["compare", "{run}", "--html", "{blocked}/page.html"], "--html"),
+])
+def test_an_unwritable_output_is_refused_before_the_work(digits_run, tmp_path, capsys, command, flag):
+    blocker = tmp_path / "a-file"  # tests run as root, where chmod does not stop writes: nothing can be under a file
+    blocker.write_text("not a folder")
+    Image.new("L", (28, 28)).save(tmp_path / "digit.png")
+    names = {"model": digits_run / "best.keras", "run": digits_run, "image": tmp_path / "digit.png",
+             "blocked": blocker / "out"}
+    assert main([part.format(**names) for part in command]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"cnnlab: error: cannot write to {blocker / 'out'}: Not a directory; choose " \
+        f"another {flag} folder"
+    assert "Test (" not in captured.out and "[1/" not in captured.out  # nothing scored or drawn first
 
 
 def test_two_models_in_one_folder_keep_their_own_figures(tmp_path, digits_run):

@@ -205,16 +205,16 @@ def test_compare_shows_the_settings_that_differ_and_the_scores(digits_run, tmp_p
     assert "learning_rate" in html.read_text(encoding="utf-8")
 
 
-def test_compare_names_a_missing_metrics_file(digits_run, tmp_path, capsys):
+def test_compare_shows_an_unfinished_run_with_its_settings_and_no_scores(digits_run, metrics, tmp_path, capsys):
     other = copy_run(digits_run, tmp_path)
-    (other / "metrics.json").unlink()
-    assert main(["compare", str(digits_run), str(other)]) == 2
-    assert str(other / "metrics.json") in capsys.readouterr().err
-    (other / "checkpoint").mkdir()  # an interrupted run: epochs done, no metrics yet
-    (other / "checkpoint" / "state.json").write_text(json.dumps({"epochs_completed": 1}))
-    assert main(["compare", str(digits_run), str(other)]) == 2
-    assert capsys.readouterr().err.strip() == f"cnnlab: error: {other} has not finished training (it has no " \
-        f"metrics.json yet); finish it with cnnlab run --resume {other}, or leave it out"
+    (other / "metrics.json").unlink()  # `compare runs/*` while one of them trains, or was interrupted
+    assert main(["compare", str(digits_run), str(other)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["digits", "run", "(unfinished)"]
+    row = {cells[0]: cells[1:] for cells in (re.split(r" {2,}", line) for line in lines[2:])}
+    assert row["test accuracy"] == [f"{metrics['test_accuracy']:.2%}", "—"]
+    assert main(["compare", str(digits_run), str(digits_run / "best.keras")]) == 2
+    assert capsys.readouterr().err.strip() == f"cnnlab: error: {digits_run / 'best.keras'}: not a run directory"
 
 
 # ---------------------------------------------------------------- the computations, by hand

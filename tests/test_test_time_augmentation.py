@@ -9,6 +9,7 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.config import make_config
+from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import augmented_views, evaluate, predict
 from cnnlab.inspection import load_model
 from cnnlab.pipeline import load_data
@@ -34,6 +35,14 @@ def test_views_are_mirror_images_and_one_pixel_shifts_filled_with_background(dig
     np.testing.assert_array_equal(right[:, :, 1:], images[:, :, :-1])
     np.testing.assert_array_equal(left[:, :, :-1], images[:, :, 1:])
     assert not (down[:, 0].any() or up[:, -1].any() or right[:, :, 0].any() or left[:, :, -1].any())
+
+
+def test_keras_datasets_arrays_are_scored_as_the_scaled_images_they_are(digits_run, digits):
+    model = load_model(digits_run / "best.keras")
+    raw = np.uint8(np.round(digits.x_test[..., 0] * 255))  # as keras.datasets gives them: uint8, no channel axis
+    assert evaluate(model, raw, digits.y_test) == pytest.approx(evaluate(model, digits.x_test, digits.y_test))
+    with pytest.raises(CnnlabError, match=r"must be an array \(N, 28, 28, 1\) or \(N, 28, 28\), not \(5, 28, 28, 3\)"):
+        evaluate(model, np.zeros((5, 28, 28, 3), np.float32), digits.y_test[:5])
 
 
 def test_flip_averaging_makes_a_models_predictions_mirror_invariant(digits_run, digits):

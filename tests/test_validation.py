@@ -2,6 +2,7 @@
 before any data is read or any model built. No traceback."""
 
 import json
+import shutil
 
 import pytest
 
@@ -63,6 +64,13 @@ def test_serve_refuses_an_upload_limit_that_is_not_a_positive_number(capsys, tmp
         f"--max-upload-mb must be a number of megabytes above 0, not {float(megabytes)}"
 
 
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".."])
+def test_a_run_name_is_a_folder_name_inside_out(capsys, tmp_path, name):
+    assert error_of(capsys, "train", "--dataset", "digits", "--out", str(tmp_path / "runs"), "--name", name) == \
+        f"--name must be a folder name, to go inside --out, not {name!r}; put a path in --out"
+    assert not any(tmp_path.iterdir())
+
+
 def test_unparsable_flag_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["train", "--epochs", "ten"])
@@ -111,11 +119,17 @@ def test_resume_refusals(capsys, tmp_path):
     done = fake_run(tmp_path / "done", 3)
     assert error_of(capsys, "train", "--resume", str(done)) == \
         f"{done} already completed 3 of 3 epochs; raise --epochs to train on"
+    pruned = fake_run(tmp_path / "pruned", 3)  # its checkpoint/ deleted to save space: a resume would start afresh
+    shutil.rmtree(pruned / "checkpoint")
+    (pruned / "best.keras").write_bytes(b"the trained model")
+    assert error_of(capsys, "run", "--resume", str(pruned)) == f"{pruned} holds a trained model but no checkpoint/ to " \
+        "continue from; its best.keras is kept as it is: start a new run to train again"
+    assert (pruned / "best.keras").read_bytes() == b"the trained model"
     stopped = fake_run(tmp_path / "stopped", 2, stopped_early=True)
     assert error_of(capsys, "train", "--resume", str(stopped), "--epochs", "9") == \
         f"{stopped} already stopped early after epoch 2 (val_loss stopped improving); there is nothing to resume"
     assert error_of(capsys, "train", "--resume", str(done), "--dropout", "0.1", "--seed", "1") == \
-        "--resume continues a run with its own settings; only --epochs may change, not --dropout, --seed"
+        "--resume continues a run with its own settings; only --epochs and --data-dir may change, not --dropout, --seed"
     assert error_of(capsys, "train", "--resume", str(done), "--name", "other", "--out", str(tmp_path / "elsewhere")) == \
         f"--resume continues {done} in place, with its own settings; drop --out, --name"
     scheduled = fake_run(tmp_path / "scheduled", 2, epochs=2, lr_schedule="one_cycle")

@@ -7,7 +7,9 @@ after saying how to resume.
 import argparse
 import math
 import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the useful output
@@ -18,6 +20,10 @@ from .errors import CnnlabError, TrainingInterrupted  # noqa: E402
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+# What TensorFlow 2.21 prints on import whatever TF_CPP_MIN_LOG_LEVEL says (tensorflow/tensorflow#100442): INFO
+# lines from before its logging starts, and the warning that announces them.
+TF_START_UP_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
+                              r"STDERR|I\d{4} .*|To enable the following instructions: .* rebuild TensorFlow .*)$")
 
 
 class Parser(argparse.ArgumentParser):
@@ -200,9 +206,10 @@ def training_config(args):
             raise CnnlabError(f"--resume continues {args.resume} in place, with its own settings; "
                               f"drop {', '.join(placed)}")
         given = {k: v for k, v in overrides.items() if v is not None}
-        if set(given) - {"epochs"}:
-            raise CnnlabError(f"--resume continues a run with its own settings; only --epochs may change, "
-                              f"not {', '.join('--' + k.replace('_', '-') for k in sorted(set(given) - {'epochs'}))}")
+        changed = sorted(set(given) - {"epochs", "data_dir"})  # the same data may have moved to another folder
+        if changed:
+            raise CnnlabError(f"--resume continues a run with its own settings; only --epochs and --data-dir may "
+                              f"change, not {', '.join('--' + k.replace('_', '-') for k in changed)}")
         from .pipeline import resume_config
 
         return resume_config(args.resume, **given)
@@ -211,6 +218,7 @@ def training_config(args):
 
 def command_run(args):
     config = training_config(args)  # before Keras is imported: a bad flag costs no start-up time
+    import_keras_quietly()
     from . import pipeline
 
     if args.command == "run":
@@ -222,6 +230,7 @@ def command_run(args):
 
 def command_build(args):
     config = training_config(args)
+    import_keras_quietly()
     from .model import build_model, ensemble_line, summary_text
 
     print(summary_text(build_model(config, steps_per_epoch=1)))  # the steps only size a learning-rate schedule
@@ -271,21 +280,24 @@ def command_evaluate(args):
     from .inspection import check_classifier, check_image_model, load_model
     from .pipeline import evaluate_model, load_data
 
-    model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model)
+    model = load_model(args.model, safe_mode=not args.unsafe, compile=False)
+    check_image_model(model, args.model, looked_inside=False)
+    out = files.check_writable(figures_folder(args))
     config = model_config(args)
     data = load_data(config)
     check_classifier(model, len(data.class_names), args.model)
-    out = figures_folder(args)
     metrics = evaluate_model(model, data, out, args.test_time_augmentation or config.test_time_augmentation)
     files.write_json(out / "evaluation.json", {"model": str(args.model), "dataset": data.name, **metrics})
     print(f"Figures: {out}")
 
 
 def command_inspect(args):
+    from . import files
     from .inspection import check_image_model, load_model
     from .pipeline import inspect_model
 
     model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model)
+    out = files.check_writable(figures_folder(args))
     if args.image:
         from .preprocess import prepare
 
@@ -295,7 +307,6 @@ def command_inspect(args):
         if not 0 <= args.index < len(data.x_test):
             raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
         image, title = data.x_test[args.index], f"{data.name} test image {args.index}: {data.class_names[data.y_test[args.index]]}"
-    out = figures_folder(args)
     written = inspect_model(model, image, out, title, args.pooling)
     print("\n".join(str(p) for p in written))
 
@@ -313,7 +324,6 @@ def command_report(args):
     if not target.exists():
         raise CnnlabError(f"{target}: no such run directory or model file")
     from .inspection import load_model
-
     from .pipeline import load_data
 
     model = load_model(target, safe_mode=not args.unsafe, compile=False)
@@ -325,8 +335,10 @@ def command_report(args):
 
 
 def command_compare(args):
-    from . import compare
+    from . import compare, files
 
+    if args.html:
+        files.check_writable(Path(args.html).parent, flag="--html")
     comparison = compare.compare_runs(args.runs)
     print(compare.comparison_text(comparison))
     if args.html:
@@ -342,6 +354,10 @@ def command_predict(args):
 
     if args.top < 1:
         raise CnnlabError(f"--top must be at least 1, not {args.top}")
+    if args.show:
+        from . import files
+
+        files.check_writable(args.show, flag="--show")
     classifier = Classifier.load(args.model, safe_mode=not args.unsafe)
     names = classifier.class_names
     results = predict_files(classifier, find_images(args.inputs, names), not args.no_preprocess,
@@ -381,9 +397,34 @@ COMMANDS = {"run": command_run, "train": command_run, "build": command_build, "d
             "compare": command_compare, "predict": command_predict, "serve": command_serve}
 
 
+def import_keras_quietly():
+    """Import Keras, and so its backend, with TensorFlow's start-up INFO lines left out of stderr when
+    TF_CPP_MIN_LOG_LEVEL asks for that (TensorFlow 2.21 prints them regardless). Every other line the import writes
+    is passed on, in order: a real failure still shows."""
+    if "keras" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
+        import keras  # noqa: F401
+
+        return
+    with tempfile.TemporaryFile() as captured:  # a file, not a pipe: the import's output cannot fill it and block
+        sys.stderr.flush()
+        stderr = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(stderr, 2)
+            os.close(stderr)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not TF_START_UP_LINE.match(line.rstrip("\n"))))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if args.command not in ("run", "train", "build"):  # those check their settings first, before any import
+            import_keras_quietly()
         status = COMMANDS[args.command](args)
     except CnnlabError as e:
         if isinstance(e, TrainingInterrupted):

@@ -56,12 +56,14 @@ def compare_runs(run_dirs) -> dict:
     runs = [RunDir(path) for path in run_dirs]
     for run in runs:
         if not run.path.is_dir():
-            raise CnnlabError(f"{run.path}: no such run directory")
+            raise CnnlabError(f"{run.path}: {'not a run directory' if run.path.exists() else 'no such run directory'}")
     configs = [run.read_config().to_dict() for run in runs]
-    metrics = [run.read_metrics() for run in runs]
+    finished = [run.metrics.exists() for run in runs]  # an unfinished run (`runs/*` often has one) shows its settings
+    metrics = [run.read_metrics() if done else {} for run, done in zip(runs, finished)]
     names = [run.path.name for run in runs]
     if len(set(names)) < len(names):
         names = [str(run.path) for run in runs]
+    names = [name if done else f"{name} (unfinished)" for name, done in zip(names, finished)]
     rows = []
     for key in configs[0]:
         values = [config[key] for config in configs]

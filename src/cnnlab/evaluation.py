@@ -8,6 +8,9 @@ The breakdowns (confusion matrix, per-class scores, confident mistakes) take lab
 import numpy as np
 from sklearn import metrics as sk_metrics
 
+from .config import IMAGE_SIZE
+from .errors import CnnlabError
+
 # -log(p), clipped only at float32's smallest normal number (a loss of at most ~87 per image). On TensorFlow, Keras
 # computes the loss from the softmax's logits, which this equals; a clip at Keras's epsilon (1e-7) understated a
 # confident mistake (one image at p = 3e-9 moved a 1,200-image validation loss from 0.0943, as the history has it,
@@ -21,9 +24,22 @@ def predict(model, images, batch_size=256, test_time_augmentation="none") -> np.
     return np.mean(view_probabilities(model, images, batch_size, test_time_augmentation), axis=0)
 
 
+def as_images(images) -> np.ndarray:
+    """Images as the models take them, (N, 28, 28, 1) float32 in [0, 1]. A notebook's arrays from
+    keras.datasets (uint8 pixels, no channel axis) are scaled and given one: fed as they are, they would be scored
+    as 0..255 images without an error."""
+    images = np.asarray(images)
+    images = images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
+        raise CnnlabError(f"images must be an array (N, 28, 28, 1) or (N, 28, 28), not {images.shape}")
+    return images
+
+
 def view_probabilities(model, images, batch_size=256, test_time_augmentation="none") -> list:
     """The class probabilities of each of `augmented_views`, in their order: the first is the model alone's."""
-    views = augmented_views(np.asarray(images, np.float32), test_time_augmentation)
+    views = augmented_views(as_images(images), test_time_augmentation)
     return [as_probabilities(model.predict(view, batch_size=batch_size, verbose=0)) for view in views]
 
 

@@ -52,8 +52,8 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
-def unwritable(folder, error: OSError) -> CnnlabError:
-    return CnnlabError(f"cannot write to {folder}: {error.strerror or error}; choose another --out folder")
+def unwritable(folder, error: OSError, flag="--out") -> CnnlabError:
+    return CnnlabError(f"cannot write to {folder}: {error.strerror or error}; choose another {flag} folder")
 
 
 @contextlib.contextmanager
@@ -120,8 +120,9 @@ def save_figure(fig, path):
         fig.savefig(tmp, dpi=FIGURE_DPI, bbox_inches="tight")
 
 
-def check_writable(folder, need_bytes=0):
-    """Fail before a long training, not after it, when the output folder is unwritable or full."""
+def check_writable(folder, need_bytes=0, flag="--out"):
+    """Fail before the work (a training, a report's figures), not after it, when the output folder (given by `flag`)
+    is unwritable or full."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -131,8 +132,9 @@ def check_writable(folder, need_bytes=0):
             os.fsync(f.fileno())
         free = shutil.disk_usage(folder).free
     except OSError as e:
-        raise unwritable(folder, e) from None
+        raise unwritable(folder, e, flag) from None
     if free < need_bytes:
         raise CnnlabError(
-            f"only {free / 1e6:.1f} MB free in {folder}, {need_bytes / 1e6:.1f} MB needed; free space or choose another --out folder"
+            f"only {free / 1e6:.1f} MB free in {folder}, {need_bytes / 1e6:.1f} MB needed; free space or choose another {flag} folder"
         )
+    return folder

@@ -83,14 +83,16 @@ def _refuse_code(path, config):
         if name in ("Lambda", "__lambda__"):
             layer = node.get("config", {}).get("name", "") if isinstance(node.get("config"), dict) else ""
             raise ModelFileError(f"{path}: refused in safe mode: Lambda layer {layer!r} holds Python code that would "
-                                 f"run when the model is loaded; if you trust the file, pass --unsafe")
+                                 f"run when the model is loaded; if you trust the file, pass --unsafe "
+                                 f"(safe_mode=False in Python)")
         registered = node.get("registered_name") or name
         if isinstance(registered, str) and ">" in registered and keras.saving.get_registered_object(registered) is None:
             raise ModelFileError(f"{path}: {_custom_object_message(registered)}")
         module = node.get("module")
         if isinstance(module, str) and module != "keras" and not module.startswith("keras."):
             raise ModelFileError(f"{path}: refused in safe mode: it refers to Python module {module!r}, whose code "
-                                 f"would run when the model is loaded; if you trust the file, pass --unsafe")
+                                 f"would run when the model is loaded; if you trust the file, pass --unsafe "
+                                 f"(safe_mode=False in Python)")
 
 
 def _custom_object_message(name):
@@ -113,7 +115,7 @@ def _explain_load_error(error):
     text = " ".join(str(error).split())
     if "safe_mode" in text or "Lambda" in text or "lambda" in text:
         return "refused in safe mode: it contains a Lambda layer or other code that would run when loaded; " \
-               "if you trust the file, pass --unsafe"
+               "if you trust the file, pass --unsafe (safe_mode=False in Python)"
     unknown = re.search(r"(?:Unknown layer|Could not locate (?:class|function)):? '([^']+)'", text)
     if unknown:
         return _custom_object_message(unknown.group(1))
@@ -133,15 +135,16 @@ def check_classifier(model, num_classes, path=""):
     return model
 
 
-def check_image_model(model, path=""):
-    """A model cnnlab can feed and look inside: input 28x28 with 1 channel, at least one Conv2D (check_classifier
-    checks its outputs against a dataset)."""
+def check_image_model(model, path="", looked_inside=True):
+    """A model cnnlab can feed (input 28x28 with 1 channel) and, when it is to be `looked_inside`, one with at least
+    one Conv2D (check_classifier checks its outputs against a dataset)."""
     shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
     if shape not in ((IMAGE_SIZE, IMAGE_SIZE, 1), (IMAGE_SIZE, IMAGE_SIZE)):
         raise ModelFileError(f"{path or model.name}: model expects input {model.input_shape}, "
                              f"not 28x28 grey images (None, 28, 28, 1)")
-    if not conv_layers(model):
-        raise ModelFileError(f"{path or model.name}: model has no Conv2D layer to inspect")
+    if looked_inside and not conv_layers(model):
+        raise ModelFileError(f"{path or model.name}: model has no Conv2D layer, so it has no filters or feature maps "
+                             f"to show; cnnlab evaluate and cnnlab predict take it")
     return model
 
 

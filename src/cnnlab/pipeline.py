@@ -28,6 +28,8 @@ GRID_SIZE = 32  # test images shown with their predictions
 
 
 def run_path(config: Config, out="runs", name=None) -> Path:
+    if name is not None and (Path(name).name != name or name in ("", ".", "..")):
+        raise CnnlabError(f"--name must be a folder name, to go inside --out, not {name!r}; put a path in --out")
     return Path(out) / (name or f"{config.dataset}-{config.recipe}-{datetime.now():%Y%m%d-%H%M%S}")
 
 
@@ -71,6 +73,8 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None, 
     `tested` says the caller scores the model on the test set next (`run`): a resumed run that trained to the end
     but has no test scores yet is then not refused.
     """
+    if config.data_dir:  # recorded absolute, so the run resumes and its model is scored from any folder
+        config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).expanduser().resolve()))
     path = Path(resume) if resume else run_path(config, out, name)
     data = None if resume else load_data(config)  # before the run directory is made: a run without data leaves none
     with files.exclusive(path):  # checked under the lock: a process that held it may have finished a run of this name
@@ -82,6 +86,9 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
     single = config.ensemble == 1
     networks = [run] if single else [run.member(k) for k in range(1, config.ensemble + 1)]
     states = [network.read_state() if resume else None for network in networks]
+    if resume and not states[0] and run.best_model.exists():
+        raise CnnlabError(f"{run.path} holds a trained model but no checkpoint/ to continue from; its best.keras is "
+                          f"kept as it is: start a new run to train again")
     if resume:
         if states[-1]:  # the networks train in order: the last one's state says whether anything is left
             check_resumable(run, states[-1], config, tested)

@@ -17,7 +17,9 @@ CORRECT = "#1f1f1f"
 def learning_curves(history, best_epoch=None, monitor="val_loss") -> Figure:
     """Loss and accuracy per epoch, train vs validation, with the best epoch marked. `history` maps columns to
     per-epoch values: a run's history.csv, or Keras's `History.history`. An ensemble's history (with a `member`
-    column) gets a train and a validation curve per network, and `best_epoch` one epoch per network."""
+    column) gets a train and a validation curve per network, and `best_epoch` one epoch per network. The History
+    object that fit returns is taken too."""
+    history = getattr(history, "history", history)
     metrics = [metric for metric in ("loss", "accuracy") if metric in history]
     if not metrics:
         raise ValueError(f"history has no 'loss' or 'accuracy' column, only {sorted(history)}")

@@ -52,15 +52,15 @@ class Classifier:
     """
 
     def __init__(self, model, class_names=None, name=None):
-        self.model = check_image_model(model)
+        self.model = check_image_model(model, looked_inside=False)
         self.class_names = list(class_names) if class_names else class_names_for(model)
         self.name = name or model.name
         self._lock = threading.Lock()
-        self._feature_maps, self._feature_layers = feature_map_model(model)
+        self._feature_maps, self._feature_layers = feature_map_model(model) if conv_layers(model) else (None, [])
 
     @classmethod
     def load(cls, path, safe_mode=True):
-        model = check_image_model(load_model(path, safe_mode=safe_mode, compile=False), path)  # no optimizer state
+        model = check_image_model(load_model(path, safe_mode=safe_mode, compile=False), path, looked_inside=False)
         return cls(model, class_names_for(model, path), name=Path(path).name)
 
     def probabilities(self, inputs) -> np.ndarray:

@@ -250,6 +250,7 @@ def build_report(model, data: Dataset, out, *, config=None, metrics=None, histor
     `probabilities` are the test set's (with the test-time augmentation: the run's, else the argument's), when
     the caller has them.
     """
+    files.check_writable(Path(out).parent)  # before the figures, which take a while
     if config:
         test_time_augmentation = config.test_time_augmentation
     steps = Steps(len(SECTIONS) + 2)

@@ -340,6 +340,9 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
     `callbacks` are more Keras callbacks (a benchmark's timer), run after cnnlab's own.
     """
     run = RunDir(run_dir)
+    if not resume and run.holds_model():
+        raise CnnlabError(f"{run.path} already holds a trained model; train into another folder, or pass resume=True "
+                          f"to continue it")
     # Up to two checkpoints, best.keras and one temporary copy exist at a time.
     files.check_writable(run.path, need_bytes=4 * model_file_bytes(model) + 10_000_000)
     state = (run.read_state() if resume else None) or new_state()

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import CnnlabError, ImageError
 from ..evaluation import top_k
+from ..inspection import check_image_model
 from ..preprocess import prepare
 from . import render
 
@@ -229,7 +230,9 @@ def serve(model_path, host="127.0.0.1", port=8000, safe_mode=True, max_upload_by
     from ..prediction import Classifier
 
     sock = bind(host, port)  # a busy port fails before the model is loaded, not after
-    app = create_app(Classifier.load(model_path, safe_mode=safe_mode), max_upload_bytes, max_pixels)
+    classifier = Classifier.load(model_path, safe_mode=safe_mode)
+    check_image_model(classifier.model, model_path)  # the page shows its feature maps and Grad-CAM
+    app = create_app(classifier, max_upload_bytes, max_pixels)
     if host not in LOOPBACK:
         print(f"cnnlab: warning: listening on {host}, so other computers can use this server", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
