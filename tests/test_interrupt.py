@@ -93,3 +93,22 @@ def test_a_run_directory_in_use_is_refused_to_a_second_process(tmp_path):
     code, resumed = run_cnnlab("train", "--resume", run.path, "--epochs", completed + 1)  # the lock went with the process
     assert code == 0, resumed.stderr[-2000:]
     assert history_epochs(run.path) == list(range(1, completed + 2))
+
+
+def test_the_run_directory_stays_locked_while_run_scores_it(tmp_path, monkeypatch):
+    """A second process could otherwise resume the run while `run` writes its test scores, figures and report."""
+    from cnnlab import files, pipeline
+    from cnnlab.errors import CnnlabError
+
+    scored = []
+    real_evaluate = pipeline.evaluate_model
+
+    def evaluate_while_a_second_process_tries(model, data, out_dir, *args):
+        with pytest.raises(CnnlabError, match="is in use by another cnnlab process"), files.exclusive(out_dir.parent):
+            pass
+        scored.append(out_dir)
+        return real_evaluate(model, data, out_dir, *args)
+
+    monkeypatch.setattr(pipeline, "evaluate_model", evaluate_while_a_second_process_tries)
+    pipeline.run(make_config(dataset="digits", epochs=1, limit_train=200), out=tmp_path, name="run", verbose=0)
+    assert scored == [tmp_path / "run" / "figures"]

@@ -10,7 +10,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from robustness_helpers import write_idx_dataset
 
 from cnnlab.cli import main
@@ -218,8 +218,10 @@ def test_two_models_in_one_folder_keep_their_own_figures(tmp_path, digits_run):
     for name in ("first.keras", "second.h5"):
         plain_keras_model().save(tmp_path / name)
         assert main(["evaluate", str(tmp_path / name), "--dataset", "digits"]) == 0
-    for stem, name in (("first", "first.keras"), ("second", "second.h5")):
-        evaluation = json.loads((tmp_path / f"{stem}-figures" / "evaluation.json").read_text())
+    plain_keras_model().save(tmp_path / "first.h5")  # the same name, the other format
+    assert main(["evaluate", str(tmp_path / "first.h5"), "--dataset", "digits"]) == 0
+    for folder, name in (("first", "first.keras"), ("second-h5", "second.h5"), ("first-h5", "first.h5")):
+        evaluation = json.loads((tmp_path / f"{folder}-figures" / "evaluation.json").read_text())
         assert evaluation["model"] == str(tmp_path / name)
     assert not (tmp_path / "figures").exists()
     run = tmp_path / "run"
@@ -228,6 +230,12 @@ def test_two_models_in_one_folder_keep_their_own_figures(tmp_path, digits_run):
         shutil.copy(digits_run / name, run / name)
     assert main(["evaluate", str(run / "best.keras")]) == 0  # the run's dataset, into the run's figures folder
     assert json.loads((run / "figures" / "evaluation.json").read_text())["dataset"] == "digits"
+    seven = Image.new("L", (56, 56), 255)
+    ImageDraw.Draw(seven).line([(12, 10), (44, 10), (24, 48)], fill=0, width=5)
+    seven.save(tmp_path / "my7.png")
+    assert main(["inspect", str(run / "best.keras"), "--image", str(tmp_path / "my7.png")]) == 0
+    assert (run / "figures" / "my7" / "feature_maps_conv_1.png").is_file()  # the run's own maps stay the test image's
+    assert not (run / "figures" / "feature_maps_conv_1.png").exists()
 
 
 def test_real_mnist_as_the_seed_splits_it(mnist_dir):

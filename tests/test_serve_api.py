@@ -152,7 +152,7 @@ BAD_REQUESTS = {
     "JSON without image": (lambda c: c.post("/api/predict", json={"picture": "x"}), 422, "JSON body must be"),
     "JSON image not text": (lambda c: c.post("/api/predict", json={"image": 7}), 422, "JSON body must be"),
     "JSON list": (lambda c: c.post("/api/predict", json=["image"]), 422, "JSON body must be"),
-    "bad base64": (lambda c: c.post("/api/predict", json={"image": "not base64!"}), 422, "JSON body must be"),
+    "bad base64": (lambda c: c.post("/api/predict", json={"image": "not base64!"}), 422, "\"image\" is not valid base64"),
     "multipart without file": (lambda c: c.post("/api/predict", files={"other": ("x.png", drawing(), "image/png")}),
                                422, "field named 'file'"),
     "multipart field not a file": (lambda c: c.post("/api/predict", data={"file": "7"}, files={"x": ("x", b"")}),

@@ -83,7 +83,10 @@ def test_unparsable_flag_is_a_usage_error(capsys):
     ("unknown.toml", 'colour = "red"\nepochs = 2\n',
      f"unknown setting(s) colour; known: {', '.join(FIELDS)}"),
     ("typo.json", json.dumps({"epoch": 3, "droput": 0.1}),
-     f"unknown setting(s) droput, epoch; known: {', '.join(FIELDS)}"),
+     f"unknown setting(s) droput (did you mean dropout?), epoch (did you mean epochs?); known: {', '.join(FIELDS)}"),
+    ("sections.toml", "[model]\nconv_filters = [16, 32]\n",
+     f"unknown setting(s) model; settings are top-level keys, not [sections]; known: {', '.join(FIELDS)}"),
+    ("hyphens.toml", "conv-filters = [8, 8]\nepochs = 0\n", "epochs must be positive, not 0"),  # conv-filters is known
     ("range.toml", "dense_units = []\n", "dense_units needs at least 1 dense layer, got none"),
     ("kind.toml", 'dropout = "high"\n', "dropout must be a number, not 'high'"),
     ("whole.json", json.dumps({"batch_size": 2.5}), "batch_size must be a whole number, not 2.5"),

@@ -258,14 +258,24 @@ def model_config(args):
 
 
 def figures_folder(args) -> Path:
-    """--out, else a run's own figures folder for its best model, else one named after the model file, so that two
-    models in one folder do not overwrite each other's figures."""
+    """--out, else a run's own figures folder for its best model, else one named after the model file, so that no
+    two models share one. A dataset other than the run's, and an --image, get a folder of their own inside it, so
+    that they do not overwrite the run's own figures."""
+    from .config import make_config
+
     model = Path(args.model)
     if args.out:
         return Path(args.out)
-    if model.name == "best.keras" and (model.parent / "config.json").is_file():
-        return model.parent / "figures"
-    return model.with_name(f"{model.stem}-figures")
+    run_config = model.parent / "config.json"
+    if model.name == "best.keras" and run_config.is_file():
+        folder = model.parent / "figures"
+        if args.dataset and args.dataset != make_config(file=run_config).dataset:
+            folder = folder / args.dataset
+    else:
+        folder = model.with_name(f"{model.stem}{'' if model.suffix == '.keras' else model.suffix.replace('.', '-')}"
+                                 f"-figures")
+    image = getattr(args, "image", None)
+    return folder / Path(image).stem if image else folder
 
 
 def model_dataset(args):

@@ -5,6 +5,7 @@ field and its allowed range, so a typo costs a second, not a training.
 """
 
 import dataclasses
+import difflib
 import json
 import tomllib
 import typing
@@ -125,11 +126,15 @@ def read_config_file(path):
 def make_config(file=None, **overrides):
     """Defaults, then the recipe (and its settings for the dataset), then the config file, then the given overrides
     (None means 'not given')."""
-    values = read_config_file(file) if file else {}
+    values = {key.replace("-", "_"): value for key, value in (read_config_file(file) if file else {}).items()}
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+        named = [f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(key, FIELDS, n=1)) else key
+                 for key in unknown]
+        sections = "; settings are top-level keys, not [sections]" if any(isinstance(values[k], dict) for k in unknown) \
+            else ""
+        raise ConfigError(f"unknown setting(s) {', '.join(named)}{sections}; known: {', '.join(FIELDS)}")
     recipe = values.get("recipe", Config.recipe)
     if recipe not in RECIPES:
         raise ConfigError(f"recipe must be one of {', '.join(RECIPES)}, not {recipe!r}")

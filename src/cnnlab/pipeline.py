@@ -6,6 +6,7 @@
 Each step also runs alone: `train_run`, `evaluate_model`, `inspect_model`.
 """
 
+import contextlib
 import dataclasses
 import time
 from datetime import datetime
@@ -63,26 +64,34 @@ def load_data(config: Config) -> Dataset:
     return load_dataset(config.dataset, config.data_dir, config.validation_split, config.seed, config.limit_train)
 
 
-def train_run(config: Config, out="runs", name=None, resume=None, verbose=None, callbacks=(), tested=False):
+def train_run(config: Config, out="runs", name=None, resume=None, verbose=None, callbacks=()):
     """Build (or resume) and train a model; returns the run directory, the best model, the data and the metrics.
 
     `resume` is a run directory to continue from its last completed epoch; pass its own config
     (`resume_config`), else the resumed run would train differently from how it started.
     An ensemble trains its networks one after another, each in a run directory of its own (`RunDir.member`), so
     that a resumed ensemble keeps the networks it finished. `callbacks` go to Keras's fit (a benchmark's timer).
-    `tested` says the caller scores the model on the test set next (`run`): a resumed run that trained to the end
-    but has no test scores yet is then not refused.
     """
+    with _run_directory(config, out, name, resume) as (run, config, data):
+        return _train_run(run, config, data, resume, verbose, callbacks, tested=False)
+
+
+@contextlib.contextmanager
+def _run_directory(config: Config, out, name, resume):
+    """The run directory (new, or `resume`), locked against other cnnlab processes while the block runs, with the
+    config as it is recorded and, for a new run, the data (found before the directory is made: a run without data
+    leaves none)."""
     if config.data_dir:  # recorded absolute, so the run resumes and its model is scored from any folder
         config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).expanduser().resolve()))
     path = Path(resume) if resume else run_path(config, out, name)
-    data = None if resume else load_data(config)  # before the run directory is made: a run without data leaves none
+    data = None if resume else load_data(config)
     with files.exclusive(path):  # checked under the lock: a process that held it may have finished a run of this name
-        run = RunDir(path) if resume else new_run_dir(path)
-        return _train_run(run, config, data, resume, verbose, callbacks, tested)
+        yield (RunDir(path) if resume else new_run_dir(path)), config, data
 
 
 def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, tested):
+    """train_run's work, in the locked run directory. `tested`: the caller (`run`) scores the model on the test set
+    next, so a resumed run that trained to its end but has no test scores yet is not refused."""
     single = config.ensemble == 1
     networks = [run] if single else [run.member(k) for k in range(1, config.ensemble + 1)]
     states = [network.read_state() if resume else None for network in networks]
@@ -241,18 +250,20 @@ def inspect_model(model, image, out_dir, title="input", include_pooling=False) -
 
 def run(config: Config, out="runs", name=None, resume=None, verbose=None) -> RunDir:
     """The whole assignment: train with early stopping, score on the test set, show, look inside."""
-    started = time.perf_counter()
-    run_dir, best, data, metrics = train_run(config, out, name, resume, verbose, tested=True)
-    per_view = view_probabilities(best, data.x_test, test_time_augmentation=config.test_time_augmentation)
-    metrics.update(evaluate_model(best, data, run_dir.figures, config.test_time_augmentation, per_view))
-    index = 0
-    inspect_model(best, data.x_test[index], run_dir.figures,
-                  title=f"test image {index}: {data.class_names[data.y_test[index]]}")
-    metrics["total_seconds"] = round(time.perf_counter() - started, 2)
-    files.write_json(run_dir.metrics, metrics)
     from .report import report_from_run  # the report builds on this module
 
-    print(f"Report: {report_from_run(run_dir.path, model=best, data=data, probabilities=np.mean(per_view, axis=0))}")
+    started = time.perf_counter()
+    with _run_directory(config, out, name, resume) as (run_dir, config, data):  # locked until the report is written
+        _, best, data, metrics = _train_run(run_dir, config, data, resume, verbose, (), tested=True)
+        per_view = view_probabilities(best, data.x_test, test_time_augmentation=config.test_time_augmentation)
+        metrics.update(evaluate_model(best, data, run_dir.figures, config.test_time_augmentation, per_view))
+        index = 0
+        inspect_model(best, data.x_test[index], run_dir.figures,
+                      title=f"test image {index}: {data.class_names[data.y_test[index]]}")
+        metrics["total_seconds"] = round(time.perf_counter() - started, 2)
+        files.write_json(run_dir.metrics, metrics)
+        report = report_from_run(run_dir.path, model=best, data=data, probabilities=np.mean(per_view, axis=0))
+    print(f"Report: {report}")
     print(f"Run directory: {run_dir.path}")
     return run_dir
 

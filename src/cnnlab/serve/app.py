@@ -107,9 +107,13 @@ async def read_image_bytes(request: Request) -> bytes:
                 raise TypeError
             if text.startswith("data:"):  # a data URL, as canvas.toDataURL() gives
                 text = text.partition(",")[2]
-            return base64.b64decode(text, validate=True)
-        except (ValueError, KeyError, TypeError, binascii.Error):
+        except (ValueError, KeyError, TypeError):
             raise BadRequest(422, 'the JSON body must be {"image": "<base64 PNG or data URL>"}') from None
+        try:
+            return base64.b64decode(text, validate=True)
+        except binascii.Error:
+            raise BadRequest(422, '"image" is not valid base64; send the file\'s bytes base64-encoded, or a data '
+                                  'URL') from None
     if media_type in IMAGE_TYPES:
         return await request.body()
     raise BadRequest(415, f"content type {media_type or '(none)'!r} is not read here; send multipart/form-data "
