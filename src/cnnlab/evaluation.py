@@ -9,6 +9,7 @@ import numpy as np
 from sklearn import metrics as sk_metrics
 
 from .config import IMAGE_SIZE
+from .data import scale
 from .errors import CnnlabError
 
 # -log(p), clipped only at float32's smallest normal number (a loss of at most ~87 per image). On TensorFlow, Keras
@@ -29,12 +30,11 @@ def as_images(images) -> np.ndarray:
     keras.datasets (uint8 pixels, no channel axis) are scaled and given one: fed as they are, they would be scored
     as 0..255 images without an error."""
     images = np.asarray(images)
-    images = images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
     if images.ndim == 3:
         images = images[..., None]
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
         raise CnnlabError(f"images must be an array (N, 28, 28, 1) or (N, 28, 28), not {images.shape}")
-    return images
+    return scale(images) if images.dtype == np.uint8 else images.astype(np.float32, copy=False)
 
 
 def view_probabilities(model, images, batch_size=256, test_time_augmentation="none") -> list:
