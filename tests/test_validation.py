@@ -25,12 +25,12 @@ def error_of(capsys, *argv):
     (["--dense-units="], "dense_units needs at least 1 dense layer, got none"),
     (["--dropout", "1"], "dropout must be in [0, 1), not 1.0"),
     (["--dropout", "-0.1"], "dropout must be in [0, 1), not -0.1"),
-    (["--kernel-size", "30"], "kernel_size 30 is larger than the 28x28 feature map of conv block 1; "
+    (["--kernel-size", "30"], "kernel_size 30 is larger than the 28x28 feature map of conv block 1 (images of 28x28); "
                               "use a smaller kernel_size or fewer conv blocks (at most 4)"),
     (["--kernel-size", "9", "--conv-filters", "8,8,8"],
-     "kernel_size 9 is larger than the 7x7 feature map of conv block 3; "
+     "kernel_size 9 is larger than the 7x7 feature map of conv block 3 (images of 28x28); "
      "use a smaller kernel_size or fewer conv blocks (at most 4)"),
-    (["--conv-filters", "8,8,8,8,8"], "kernel_size 3 is larger than the 1x1 feature map of conv block 5; "
+    (["--conv-filters", "8,8,8,8,8"], "kernel_size 3 is larger than the 1x1 feature map of conv block 5 (images of 28x28); "
                                       "use a smaller kernel_size or fewer conv blocks (at most 4)"),
     (["--kernel-size", "0"], "kernel_size must be at least 1, not 0"),
     (["--epochs", "0"], "epochs must be positive, not 0"),

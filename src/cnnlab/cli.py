@@ -14,8 +14,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the useful output
 
-from .config import (DATASETS, FIELDS, JIT_COMPILE, LR_SCHEDULES, PRECISIONS, RECIPES,  # noqa: E402  (light imports only)
-                     TEST_TIME_AUGMENTATIONS)
+from .config import (COLOR_MODES, DATASETS, FIELDS, JIT_COMPILE, LR_SCHEDULES,  # noqa: E402  (light imports only)
+                     PRECISIONS, RECIPES, TEST_TIME_AUGMENTATIONS)
 from .errors import CnnlabError, TrainingInterrupted  # noqa: E402
 
 EXIT_USER_ERROR = 2
@@ -31,11 +31,32 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
+DATASET_HELP = (f"a named dataset ({', '.join(DATASETS)}; digits is offline and small), or the path of a folder of "
+                f"class folders (cats/, dogs/; or train/ and test/ of them), a CSV file (label and pixel columns), an "
+                f".npz (x_train, y_train, x_test, y_test) or a folder of IDX files")
+
+
+def add_data_options(g, default="mnist"):
+    """Where the data comes from and how its images are read: the same flags for every command that reads data
+    (`default` None: the dataset is a positional argument)."""
+    if default:
+        g.add_argument("--dataset", metavar="NAME_OR_PATH", help=f"{DATASET_HELP} (default: {default})")
+    g.add_argument("--data-dir", metavar="DIR", help="folder with a named dataset's files (IDX .gz or raw, mnist.npz, "
+                   "cifar-10-python.tar.gz); default: $CNNLAB_DATA_DIR, Keras's cache, Debian's dataset package, then "
+                   "download")
+    g.add_argument("--test-split", type=float, metavar="F", help="share cut off as the test set when the data has "
+                   "none (a folder without test/, a CSV), stratified, with the seed (0.2)")
+    g.add_argument("--image-size", metavar="H[xW]", help="resize every image to H x W (default: the most common "
+                   "size in the data)")
+    g.add_argument("--color-mode", choices=COLOR_MODES, help="grey or colour images (default: grayscale when every "
+                   "image is grey)")
+    g.add_argument("--class-names", metavar="A,B,...", help="names of the labels 0, 1, ... (default: the class "
+                   "folders', the dataset's, else the numbers)")
+
+
 def add_training_options(p, output=True):
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, help="mnist (default), fashion_mnist, or digits (offline, small)")
-    g.add_argument("--data-dir", metavar="DIR", help="folder with the four IDX files (.gz or raw); "
-                   "default: $CNNLAB_DATA_DIR, Keras's cache, Debian's dataset package, then download")
+    add_data_options(g)
     g.add_argument("--validation-split", type=float, metavar="F", help="share of the training set held out (0.2)")
     g.add_argument("--limit-train", type=int, metavar="N", help="use only N training images (quick trials)")
     g = p.add_argument_group("model (defaults: the seed network)")
@@ -98,8 +119,7 @@ def add_unsafe_option(p):
 
 def add_model_options(p, what):
     p.add_argument("model", metavar="MODEL", help=f"saved Keras model to {what}: .keras, or legacy .h5")
-    p.add_argument("--dataset", choices=DATASETS, help="dataset of the test images (default: the run's, else mnist)")
-    p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's IDX files")
+    add_data_options(p.add_argument_group("data (default: the run's own)"), "the run's, else mnist")
     p.add_argument("--out", metavar="DIR", help="where figures go (default: a run's figures folder for its best.keras, "
                    "else MODEL-NAME-figures beside MODEL)")
     add_unsafe_option(p)
@@ -123,11 +143,12 @@ def build_parser():
                        "model.summary(): each layer's output shape and parameters. Nothing is trained or written.")
     add_training_options(p, output=False)
 
-    p = sub.add_parser("data", help="where a dataset is found (and download it if asked)",
-                       description="Look for a dataset in the usual places and say where it is; with --download, "
-                       "fetch it (checksum-verified) into Keras's cache when it is not found.")
-    p.add_argument("dataset", choices=DATASETS)
-    p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's IDX files")
+    p = sub.add_parser("data", help="where a dataset is found, what it holds (and download it if asked)",
+                       description="Look for a dataset and say where it is, its splits, classes and image shape, and "
+                       "what was skipped; with --download, fetch a named one (checksum-verified) into Keras's cache "
+                       "when it is not found.")
+    p.add_argument("dataset", metavar="NAME_OR_PATH", help=DATASET_HELP)
+    add_data_options(p.add_argument_group("data"), default=None)
     p.add_argument("--download", action="store_true", help="download it when it is not found locally")
     p.add_argument("--quiet", action="store_true", help="print nothing; the exit status says whether it was found")
 
@@ -142,8 +163,9 @@ def build_parser():
                        "and the feature maps of each conv layer for one input image.")
     add_model_options(p, "look inside")
     p.add_argument("--index", type=int, default=0, metavar="N", help="test image to feed in (0)")
-    p.add_argument("--image", metavar="FILE", help="feed in your own image instead (made MNIST-like first)")
-    p.add_argument("--no-preprocess", action="store_true", help="--image is already a 28x28 MNIST-style image")
+    p.add_argument("--image", metavar="FILE", help="feed in your own image instead (made MNIST-like first for a "
+                   "digit-style model, else resized to the model's input)")
+    p.add_argument("--no-preprocess", action="store_true", help="--image is already MNIST-style: only resize it")
     p.add_argument("--pooling", action="store_true", help="also draw the pooling layers' feature maps")
 
     p = sub.add_parser("report", help="one self-contained HTML page about a run or a saved model",
@@ -152,9 +174,7 @@ def build_parser():
                        "config.json, metrics.json, history.csv and best.keras; from a model file it scores the "
                        "model on --dataset's test set (no training history).")
     p.add_argument("model", metavar="RUN_DIR|MODEL", help="a run directory, or a saved Keras model (.keras, .h5)")
-    p.add_argument("--dataset", choices=DATASETS, help="for a MODEL: dataset of the test images "
-                   "(default: the run's, else mnist)")
-    p.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's IDX files")
+    add_data_options(p.add_argument_group("data (for a MODEL; default: the run's own)"), "the run's, else mnist")
     p.add_argument("--out", metavar="FILE", help="where the page goes (default: RUN_DIR/report.html, "
                    "or MODEL's folder/MODEL-NAME-report.html)")
     add_test_time_augmentation_option(p, "for a MODEL; default: the run's own setting, else none")
@@ -239,22 +259,57 @@ def command_build(args):
 
 
 def command_data(args):
+    from .config import make_config
     from .data import load_dataset
 
-    data = load_dataset(args.dataset, args.data_dir, allow_download=args.download)
+    config = make_config(dataset=args.dataset, data_dir=args.data_dir, test_split=args.test_split,
+                         image_size=args.image_size, color_mode=args.color_mode, class_names=args.class_names)
+    data = load_dataset(config.dataset, config.data_dir, config.validation_split, config.seed,
+                        allow_download=args.download, test_split=config.test_split, image_size=config.image_size,
+                        color_mode=config.color_mode, class_names=config.class_names)
     if not args.quiet:
-        print(f"{args.dataset}: {data.source} (" + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) + ")")
+        print(f"{data.name}: {data.source} (" + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) + ")")
+        print(f"  images {'x'.join(map(str, data.image_shape))}, {len(data.class_names)} classes: "
+              f"{', '.join(data.class_names[:20])}{', ...' if len(data.class_names) > 20 else ''}")
+        for note in data.notes:
+            print(f"  {note}")
 
 
-def model_config(args):
-    """The settings of the run a model file sits in (when --dataset does not name another dataset), else defaults."""
+DATA_FLAGS = ("data_dir", "test_split", "image_size", "color_mode", "class_names")
+
+
+def model_config(args, model=None):
+    """The settings of the run a model file sits in (when --dataset does not name another dataset), else the flags'.
+    A folder of images is read at the `model`'s input size and colour unless the flags say otherwise."""
+    import dataclasses
+
     from .config import make_config
+    from .data import source_kind
     from .rundir import run_config_of
 
+    flags = {name: getattr(args, name, None) for name in DATA_FLAGS}
     run_config = run_config_of(args.model)
     if args.dataset is None and run_config.is_file():
-        return make_config(file=run_config, data_dir=args.data_dir)
-    return make_config(dataset=args.dataset or "mnist", data_dir=args.data_dir)
+        return make_config(file=run_config, **flags)
+    config = make_config(dataset=args.dataset or "mnist", **flags)
+    if model is not None and source_kind(config.dataset) == "folder":
+        from .feeding import model_input
+
+        spec = model_input(model, args.model)
+        config = dataclasses.replace(config, image_size=config.image_size or "x".join(map(str, spec.size)),
+                                     color_mode=config.color_mode or ("rgb" if spec.channels == 3 else "grayscale"))
+    return config
+
+
+def model_data(args, model=None):
+    """The config and the dataset to score or feed a model with: the flag's, else the run's own, else mnist; for the
+    run's own, a warning when it changed since the run."""
+    from .pipeline import load_data
+    from .rundir import RunDir, run_config_of
+
+    config = model_config(args, model)
+    run = RunDir(run_config_of(args.model).parent) if args.dataset is None else None
+    return config, load_data(config, run)
 
 
 def figures_folder(args) -> Path:
@@ -262,6 +317,7 @@ def figures_folder(args) -> Path:
     two models share one. A dataset other than the run's, and an --image, get a folder of their own inside it, so
     that they do not overwrite the run's own figures."""
     from .config import make_config
+    from .data import short_name
 
     model = Path(args.model)
     if args.out:
@@ -269,8 +325,8 @@ def figures_folder(args) -> Path:
     run_config = model.parent / "config.json"
     if model.name == "best.keras" and run_config.is_file():
         folder = model.parent / "figures"
-        if args.dataset and args.dataset != make_config(file=run_config).dataset:
-            folder = folder / args.dataset
+        if args.dataset and short_name(args.dataset) != short_name(make_config(file=run_config).dataset):
+            folder = folder / short_name(args.dataset)
     else:
         folder = model.with_name(f"{model.stem}{'' if model.suffix == '.keras' else model.suffix.replace('.', '-')}"
                                  f"-figures")
@@ -278,27 +334,26 @@ def figures_folder(args) -> Path:
     return folder / Path(image).stem if image else folder
 
 
-def model_dataset(args):
-    """The dataset to score or feed a model with: the flag, else the run's own, else mnist."""
-    from .pipeline import load_data
-
-    return load_data(model_config(args))
-
-
 def command_evaluate(args):
     from . import files
     from .inspection import check_classifier, check_image_model, load_model
-    from .pipeline import evaluate_model, load_data
+    from .pipeline import evaluate_model
 
     model = load_model(args.model, safe_mode=not args.unsafe, compile=False)
     check_image_model(model, args.model, looked_inside=False)
     out = files.check_writable(figures_folder(args))
-    config = model_config(args)
-    data = load_data(config)
+    config, data = model_data(args, model)
     check_classifier(model, len(data.class_names), args.model)
+    check_fits_data(model, data, args.model)
     metrics = evaluate_model(model, data, out, args.test_time_augmentation or config.test_time_augmentation)
     files.write_json(out / "evaluation.json", {"model": str(args.model), "dataset": data.name, **metrics})
     print(f"Figures: {out}")
+
+
+def check_fits_data(model, data, path):
+    from .feeding import check_fits, model_input
+
+    check_fits(model_input(model, path), data.image_shape, path, f"dataset {data.name}")
 
 
 def command_inspect(args):
@@ -309,11 +364,17 @@ def command_inspect(args):
     model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model)
     out = files.check_writable(figures_folder(args))
     if args.image:
+        from .feeding import model_input
+        from .prediction import style_for
         from .preprocess import prepare
 
-        image, title = prepare(args.image, preprocess=not args.no_preprocess).input, Path(args.image).name
+        digit_style = style_for(model, args.model) == "digits"
+        image = prepare(args.image, preprocess=digit_style and not args.no_preprocess,
+                        shape=model_input(model, args.model).shape).input
+        title = Path(args.image).name
     else:
-        data = model_dataset(args)
+        _, data = model_data(args, model)
+        check_fits_data(model, data, args.model)
         if not 0 <= args.index < len(data.x_test):
             raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
         image, title = data.x_test[args.index], f"{data.name} test image {args.index}: {data.class_names[data.y_test[args.index]]}"
@@ -326,20 +387,22 @@ def command_report(args):
 
     target = Path(args.model)
     if target.is_dir():
-        if args.dataset or args.unsafe or args.test_time_augmentation:
-            raise CnnlabError("a run directory's report uses the run's own dataset, model and scoring; "
-                              "--dataset, --unsafe and --test-time-augmentation are for a MODEL file")
+        given = [f"--{name.replace('_', '-')}" for name in ("dataset", "unsafe", "test_time_augmentation", *DATA_FLAGS)
+                 if getattr(args, name) and name != "data_dir"]
+        if given:
+            raise CnnlabError(f"a run directory's report uses the run's own dataset, model and scoring; "
+                              f"{', '.join(given)} are for a MODEL file")
         print(f"Report: {report.report_from_run(target, args.out, data_dir=args.data_dir)}")
         return
     if not target.exists():
         raise CnnlabError(f"{target}: no such run directory or model file")
     from .inspection import load_model
-    from .pipeline import load_data
 
     model = load_model(target, safe_mode=not args.unsafe, compile=False)
-    config = model_config(args)
+    config, data = model_data(args, model)
+    check_fits_data(model, data, args.model)
     out = Path(args.out) if args.out else target.with_name(f"{target.stem}-report.html")
-    path = report.report_for_model(model, load_data(config), out, target,
+    path = report.report_for_model(model, data, out, target,
                                    args.test_time_augmentation or config.test_time_augmentation)
     print(f"Report: {path}")
 

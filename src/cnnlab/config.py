@@ -14,8 +14,8 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-IMAGE_SIZE = 28
-DATASETS = ("mnist", "fashion_mnist", "digits")
+DATASETS = ("mnist", "fashion_mnist", "kmnist", "cifar10", "digits")  # named ones; a path is a dataset too
+COLOR_MODES = ("grayscale", "rgb")
 
 # A recipe is a named set of overrides of the seed defaults. `seed` is the notes' network and training exactly:
 # it only runs faster (several steps per backend call, large validation batches), which changes no result.
@@ -54,9 +54,13 @@ MAX_ENSEMBLE = 10
 @dataclass
 class Config:
     # data
-    dataset: str = "mnist"
+    dataset: str = "mnist"  # a named dataset, or the path of a folder of class folders, a .csv, an .npz, IDX files
     data_dir: str | None = None
     validation_split: float = 0.2
+    test_split: float = 0.2  # cut off as the test set when the data has none (a folder without test/, a CSV)
+    image_size: str | None = None  # "H" or "HxW": every image resized to it (default: the data's most common size)
+    color_mode: str | None = None  # grayscale or rgb (default: grayscale when every image is grey)
+    class_names: list[str] | None = None  # names of the labels 0..n-1 (default: the data's own, else the numbers)
     limit_train: int | None = None  # use only this many training images (quick experiments, tests)
     # model: one conv block = Conv2D(filters, kernel, relu, same) + MaxPool(2)
     conv_filters: list[int] = field(default_factory=lambda: [32, 64])
@@ -146,14 +150,15 @@ def make_config(file=None, **overrides):
 def _coerce(name, value):
     """Accept what TOML, JSON and the command line give (e.g. '32,64' for a list)."""
     kind = _kind(name)
-    if kind is list:
-        if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        return [_as_int(name, v) for v in value]
     if value is None:
         return None
+    if kind is list:
+        texts = _element_type(name) is str
+        if isinstance(value, str):
+            value = [v.strip() if texts else v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [str(v) for v in value] if texts else [_as_int(name, v) for v in value]
     if kind is int:
         return _as_int(name, value)
     if kind is bool:
@@ -170,13 +175,50 @@ def _coerce(name, value):
     return value
 
 
+def _unwrapped(name):
+    """A Config field's annotation without its Optional."""
+    annotation = FIELDS[name].type
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args and typing.get_origin(annotation) is not list else annotation
+
+
 def _kind(name):
     """The plain type of a Config field: list, int, float, bool or str (Optional unwrapped)."""
-    annotation = FIELDS[name].type
-    if typing.get_origin(annotation) is list:
-        return list
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return args[0] if args else annotation
+    annotation = _unwrapped(name)
+    return list if typing.get_origin(annotation) is list else annotation
+
+
+def _element_type(name):
+    return typing.get_args(_unwrapped(name))[0]
+
+
+def architecture_problem(config, size) -> str | None:
+    """Why the conv blocks cannot be built on (height, width) images, or None: each block halves the feature map,
+    and its conv kernel must fit the map it sees."""
+    height, width = size
+    for block in range(len(config.conv_filters)):
+        h, w = height >> block, width >> block
+        if min(h, w) < 2 or config.kernel_size > min(h, w):
+            most = 0
+            while min(height, width) >> most >= 2:
+                most += 1
+            return (f"kernel_size {config.kernel_size} is larger than the {h}x{w} feature map of conv block "
+                    f"{block + 1} (images of {height}x{width}); use a smaller kernel_size or fewer conv blocks "
+                    f"(at most {most})")
+    return None
+
+
+def known_image_size(config):
+    """(height, width) of the data before it is read: the asked-for size, or a named dataset's; else None."""
+    if config.image_size:
+        from .data.dataset import parse_image_size
+
+        return parse_image_size(config.image_size)
+    if config.dataset in DATASETS:
+        from .data.catalogue import NAMED
+
+        return NAMED[config.dataset].image_shape[:2]
+    return None
 
 
 def _as_int(name, value):
@@ -203,8 +245,16 @@ def validate(config: Config) -> Config:
         if not ok:
             raise ConfigError(message)
 
-    need(config.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, not {config.dataset!r}")
+    if config.dataset not in DATASETS:
+        from .data import source_kind
+
+        source_kind(config.dataset)  # a path, or a one-line error saying what is taken
     need(0 < config.validation_split < 1, f"validation_split must be in (0, 1), not {config.validation_split}")
+    need(0 < config.test_split < 1, f"test_split must be in (0, 1), not {config.test_split}")
+    need(config.color_mode is None or config.color_mode in COLOR_MODES,
+         f"color_mode must be one of {', '.join(COLOR_MODES)}, not {config.color_mode!r}")
+    need(config.class_names is None or len(set(config.class_names)) == len(config.class_names) >= 2,
+         f"class_names must name at least 2 classes, each once, not {config.class_names}")
     need(config.limit_train is None or config.limit_train >= 20, f"limit_train must be at least 20, not {config.limit_train}")
     need(len(config.conv_filters) >= 2, f"conv_filters needs at least 2 conv blocks, got {len(config.conv_filters)}")
     need(all(1 <= f <= 1024 for f in config.conv_filters), f"conv_filters must each be in 1..1024, got {config.conv_filters}")
@@ -212,14 +262,8 @@ def validate(config: Config) -> Config:
     need(all(1 <= u <= 8192 for u in config.dense_units), f"dense_units must each be in 1..8192, got {config.dense_units}")
     need(0 <= config.dropout < 1, f"dropout must be in [0, 1), not {config.dropout}")
     need(config.kernel_size >= 1, f"kernel_size must be at least 1, not {config.kernel_size}")
-    # Each block halves the feature map; its conv kernel must fit the map it sees.
-    for block in range(len(config.conv_filters)):
-        size = IMAGE_SIZE >> block
-        need(
-            size >= 2 and config.kernel_size <= size,
-            f"kernel_size {config.kernel_size} is larger than the {size}x{size} feature map of conv block {block + 1}; "
-            f"use a smaller kernel_size or fewer conv blocks (at most 4)",
-        )
+    size = known_image_size(config)  # else checked when the data is read, before the model is built
+    need(size is None or architecture_problem(config, size) is None, size and architecture_problem(config, size))
     need(config.convs_per_block >= 1, f"convs_per_block must be at least 1, not {config.convs_per_block}")
     need(config.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {config.precision!r}")
     need(0 <= config.augment_translate <= 0.5, f"augment_translate must be in [0, 0.5], not {config.augment_translate}")

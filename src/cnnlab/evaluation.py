@@ -1,4 +1,4 @@
-"""Scores: loss and accuracy from the model's predicted probabilities, for any classifier of 28x28 images.
+"""Scores: loss and accuracy from the model's predicted probabilities, for any image classifier.
 
 Computed from predictions rather than `model.evaluate`, so a model loaded without its training
 configuration (a plain Keras script's file, a legacy .h5) is scored the same way as cnnlab's own.
@@ -8,9 +8,11 @@ The breakdowns (confusion matrix, per-class scores, confident mistakes) take lab
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-from .config import IMAGE_SIZE
-from .data import scale
+from .data import as_float_images
 from .errors import CnnlabError
+from .feeding import model_input, to_model
+
+CHUNK = 4096  # images predicted per call: a streamed test set is read a chunk at a time, never whole
 
 # -log(p), clipped only at float32's smallest normal number (a loss of at most ~87 per image). On TensorFlow, Keras
 # computes the loss from the softmax's logits, which this equals; a clip at Keras's epsilon (1e-7) understated a
@@ -25,26 +27,38 @@ def predict(model, images, batch_size=256, test_time_augmentation="none") -> np.
     return np.mean(view_probabilities(model, images, batch_size, test_time_augmentation), axis=0)
 
 
-def as_images(images) -> np.ndarray:
-    """Images as the models take them, (N, 28, 28, 1) float32 in [0, 1]. A notebook's arrays from
-    keras.datasets (uint8 pixels, no channel axis) are scaled and given one: fed as they are, they would be scored
-    as 0..255 images without an error."""
+def as_images(images, shape=None) -> np.ndarray:
+    """Images as cnnlab gives them to models, (N, H, W, C) float32 in [0, 1], of `shape` (H, W, C) when given. A
+    notebook's arrays from keras.datasets (uint8 pixels, no channel axis) are scaled and given one: fed as they
+    are, they would be scored as 0..255 images without an error."""
     images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
-        raise CnnlabError(f"images must be an array (N, 28, 28, 1) or (N, 28, 28), not {images.shape}")
-    return scale(images) if images.dtype == np.uint8 else images.astype(np.float32, copy=False)
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        raise CnnlabError(f"images must be an array (N, H, W, 1 or 3) or (N, H, W), not {images.shape}")
+    images = as_float_images(images)
+    if shape is not None and images.shape[1:] != tuple(shape):
+        raise CnnlabError(f"the model takes images of shape {tuple(shape)}, not {images.shape[1:]}; resize them, "
+                          f"or load the dataset with image_size= and color_mode= of the model")
+    return images
 
 
 def view_probabilities(model, images, batch_size=256, test_time_augmentation="none") -> list:
-    """The class probabilities of each of `augmented_views`, in their order: the first is the model alone's."""
-    views = augmented_views(as_images(images), test_time_augmentation)
-    return [as_probabilities(model.predict(view, batch_size=batch_size, verbose=0)) for view in views]
+    """The class probabilities of each of `augmented_views`, in their order: the first is the model alone's.
+
+    `images` may be an array or a streamed dataset's ScaledImages: they are read CHUNK images at a time, and
+    given to the model as it wants them (`feeding`: 0..255 for a model that rescales its own input)."""
+    spec = model_input(model)
+    if not len(images):
+        raise CnnlabError("no images to predict")
+    chunks = []
+    for start in range(0, len(images), CHUNK):
+        views = augmented_views(as_images(images[start:start + CHUNK], spec.shape), test_time_augmentation)
+        chunks.append([as_probabilities(model.predict(to_model(spec, view), batch_size=batch_size, verbose=0))
+                       for view in views])
+    return [np.concatenate(view) for view in zip(*chunks)]
 
 
 def augmented_views(images, kind="none") -> list:
-    """The copies of a batch of (N, 28, 28, 1) images whose predictions test-time augmentation averages: the images,
+    """The copies of a batch of (N, H, W, C) images whose predictions test-time augmentation averages: the images,
     then for `flip` their mirror images, for `shift` the images moved one pixel down, up, right and left (the border
     filled with background 0). Only for models trained to be invariant to that change (augment_flip, augment_translate)."""
     if kind == "none":

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .config import IMAGE_SIZE
+from .feeding import model_input, to_model
 from .inspection import conv_layers, network
 
 
@@ -57,33 +57,40 @@ def _class_score(layers, a, class_index):
     return logits[:, class_index]
 
 
+def _model_image(model, image):
+    """One (H, W, C) image in [0, 1] as a batch of one, as the model takes it (see `feeding`)."""
+    return to_model(model_input(model), np.asarray(image, np.float32)[None])
+
+
 def predicted_class(model, image):
-    return int(np.argmax(model.predict(np.asarray(image, np.float32)[None], verbose=0)[0]))
+    return int(np.argmax(model.predict(_model_image(model, image), verbose=0)[0]))
 
 
 def grad_cam(model, image, class_index=None) -> np.ndarray:
-    """Grad-CAM heat map (28, 28) in [0, 1] for one (28, 28, 1) image, from the last conv layer."""
-    image = np.asarray(image, np.float32).reshape(1, IMAGE_SIZE, IMAGE_SIZE, 1)
-    class_index = predicted_class(model, image[0]) if class_index is None else class_index
+    """Grad-CAM heat map (H, W) in [0, 1] for one (H, W, C) image, from the last conv layer."""
+    class_index = predicted_class(model, image) if class_index is None else class_index
+    size = np.shape(image)[:2]
+    batch = _model_image(model, image)
     model = network(model)
     layer = conv_layers(model)[-1]
-    activations = ops.convert_to_numpy(keras.Model(model.inputs, layer.output)([image], training=False))  # predict() costs ~0.1 s
+    activations = ops.convert_to_numpy(keras.Model(model.inputs, layer.output)([batch], training=False))  # predict() costs ~0.1 s
     head = _layers_after(model, layer)
     grads = gradient(lambda a: _class_score(head, a, class_index), activations)
     weights = grads.mean(axis=(1, 2), keepdims=True)  # one importance per channel
     cam = np.maximum((weights * activations).sum(axis=-1)[0], 0)
-    cam = np.asarray(ops.image.resize(cam[None, :, :, None], (IMAGE_SIZE, IMAGE_SIZE), interpolation="bilinear"))[0, :, :, 0]
+    cam = np.asarray(ops.image.resize(cam[None, :, :, None], size, interpolation="bilinear"))[0, :, :, 0]
     return _normalise(cam)
 
 
 def saliency(model, image, class_index=None) -> np.ndarray:
-    """Absolute gradient of the class score with respect to each input pixel, (28, 28) in [0, 1]."""
-    image = np.asarray(image, np.float32).reshape(1, IMAGE_SIZE, IMAGE_SIZE, 1)
-    class_index = predicted_class(model, image[0]) if class_index is None else class_index
+    """Absolute gradient of the class score with respect to each input pixel, (H, W) in [0, 1] (the largest over a
+    colour image's channels)."""
+    class_index = predicted_class(model, image) if class_index is None else class_index
+    batch = _model_image(model, image)
     # a functional model lists its InputLayer among its layers; the chain starts after it
     layers = [layer for layer in network(model).layers if not isinstance(layer, keras.layers.InputLayer)]
-    grads = gradient(lambda x: _class_score(layers, x, class_index), image)
-    return _normalise(np.abs(grads[0, :, :, 0]))
+    grads = np.abs(gradient(lambda x: _class_score(layers, x, class_index), batch))[0]
+    return _normalise(grads.max(axis=-1) if grads.ndim == 3 else grads)
 
 
 def _normalise(heat):

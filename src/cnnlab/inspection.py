@@ -14,8 +14,8 @@ import h5py
 import keras
 import numpy as np
 
-from .config import IMAGE_SIZE
 from .errors import ModelFileError
+from .feeding import model_input, to_model
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -136,12 +136,9 @@ def check_classifier(model, num_classes, path=""):
 
 
 def check_image_model(model, path="", looked_inside=True):
-    """A model cnnlab can feed (input 28x28 with 1 channel) and, when it is to be `looked_inside`, one with at least
-    one Conv2D (check_classifier checks its outputs against a dataset)."""
-    shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
-    if shape not in ((IMAGE_SIZE, IMAGE_SIZE, 1), (IMAGE_SIZE, IMAGE_SIZE)):
-        raise ModelFileError(f"{path or model.name}: model expects input {model.input_shape}, "
-                             f"not 28x28 grey images (None, 28, 28, 1)")
+    """A model cnnlab can feed (one grey or colour image of a fixed size, see `feeding`) and, when it is to be
+    `looked_inside`, one with at least one Conv2D (check_classifier checks its outputs against a dataset)."""
+    model_input(model, path)
     if looked_inside and not conv_layers(model):
         raise ModelFileError(f"{path or model.name}: model has no Conv2D layer, so it has no filters or feature maps "
                              f"to show; cnnlab evaluate and cnnlab predict take it")
@@ -211,7 +208,8 @@ def output_list(outputs) -> list:
 
 
 def feature_maps(model, image, include_pooling=False):
-    """{layer name: (h, w, channels) activations} for one (28, 28, 1) image."""
+    """{layer name: (h, w, channels) activations} for one (H, W, C) image in [0, 1]."""
     extractor, names = feature_map_model(model, include_pooling)
-    outputs = output_list(extractor.predict(np.asarray(image, np.float32)[None], verbose=0))
+    outputs = output_list(extractor.predict(to_model(model_input(model), np.asarray(image, np.float32)[None]),
+                                            verbose=0))
     return {name: np.asarray(out[0]) for name, out in zip(names, outputs)}

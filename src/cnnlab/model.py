@@ -11,23 +11,31 @@ An ensemble (`best` on MNIST) is several such networks trained apart, saved as o
 import keras
 import numpy as np
 
-from .config import IMAGE_SIZE, Config
+from .config import Config, architecture_problem
+from .errors import ConfigError
 
 NUM_CLASSES = 10
+INPUT_SHAPE = (28, 28, 1)  # the seed's; build_model takes the data's
 # Keras's default 0.99 keeps the moving variance near its initial 1.0 for hundreds of steps, far from the
 # real ~0.001 of early activations: a model trained for an epoch or two then scores ~45% at inference.
 # 0.9 (PyTorch's default) forgets the initial value within ~50 steps.
 BN_MOMENTUM = 0.9
 
 
-def build_model(config: Config = None, num_classes=NUM_CLASSES, steps_per_epoch=None) -> keras.Model:
-    """Build and compile the network that `config` describes (the seed network by default).
+def build_model(config: Config = None, num_classes=NUM_CLASSES, steps_per_epoch=None,
+                input_shape=INPUT_SHAPE) -> keras.Model:
+    """Build and compile the network that `config` describes (the seed network by default) for images of
+    `input_shape` (H, W, C) and `num_classes` classes: the conv blocks are the same for any size, the dense head
+    takes what the last block leaves.
 
     `steps_per_epoch` sizes a learning-rate schedule; it is needed only when `config.lr_schedule` is not constant.
     """
     config = config or Config()
+    problem = architecture_problem(config, input_shape[:2])
+    if problem:
+        raise ConfigError(problem)
     hidden = config.precision  # the output layer stays float32: a softmax in bfloat16 loses the small probabilities
-    layers = [keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="image"), *augmentation_layers(config)]
+    layers = [keras.Input(tuple(input_shape), name="image"), *augmentation_layers(config)]
     for i, filters in enumerate(config.conv_filters, start=1):
         for j in range(1, config.convs_per_block + 1):
             name = f"conv_{i}" if config.convs_per_block == 1 else f"conv_{i}_{j}"

@@ -8,6 +8,7 @@ Each step also runs alone: `train_run`, `evaluate_model`, `inspect_model`.
 
 import contextlib
 import dataclasses
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from . import environment, files, plots
 from .config import Config, make_config
-from .data import Dataset, load_dataset
+from .data import Dataset, changes, load_dataset, short_name
 from .errors import CnnlabError, TrainingInterrupted
 from .evaluation import evaluate, scores, view_probabilities
 from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_maps,
@@ -31,7 +32,7 @@ GRID_SIZE = 32  # test images shown with their predictions
 def run_path(config: Config, out="runs", name=None) -> Path:
     if name is not None and (Path(name).name != name or name in ("", ".", "..")):
         raise CnnlabError(f"--name must be a folder name, to go inside --out, not {name!r}; put a path in --out")
-    return Path(out) / (name or f"{config.dataset}-{config.recipe}-{datetime.now():%Y%m%d-%H%M%S}")
+    return Path(out) / (name or f"{short_name(config.dataset)}-{config.recipe}-{datetime.now():%Y%m%d-%H%M%S}")
 
 
 def new_run_dir(path) -> RunDir:
@@ -60,8 +61,20 @@ def resume_config(run_dir, **overrides) -> Config:
     return config
 
 
-def load_data(config: Config) -> Dataset:
-    return load_dataset(config.dataset, config.data_dir, config.validation_split, config.seed, config.limit_train)
+def load_data(config: Config, run: RunDir = None) -> Dataset:
+    """The dataset `config` describes, split as the run's settings split it. For an existing `run`, a warning
+    when the data is not the data the run recorded (files added, removed or relabelled since)."""
+    data = load_dataset(config.dataset, config.data_dir, config.validation_split, config.seed, config.limit_train,
+                        test_split=config.test_split, image_size=config.image_size, color_mode=config.color_mode,
+                        class_names=config.class_names)
+    for note in data.notes:
+        print(f"Data: {note}")
+    if run is not None and run.data.is_file():
+        changed = changes(run.read_json(run.data).get("fingerprint"), data.fingerprint)
+        if changed:
+            print(f"cnnlab: warning: the data of {run.path} changed since the run recorded it ({changed}); the scores "
+                  f"are of the data as it is now", file=sys.stderr)
+    return data
 
 
 def train_run(config: Config, out="runs", name=None, resume=None, verbose=None, callbacks=()):
@@ -76,13 +89,21 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None, 
         return _train_run(run, config, data, resume, verbose, callbacks, tested=False)
 
 
+def absolute_paths(config: Config) -> Config:
+    """The config with its data paths absolute, as it is recorded: the run then resumes, and its model is scored,
+    from any folder."""
+    paths = {key: str(Path(value).expanduser().resolve()) for key, value in
+             (("data_dir", config.data_dir), ("dataset", config.dataset))
+             if value and (key == "data_dir" or Path(value).expanduser().exists())}
+    return dataclasses.replace(config, **paths)
+
+
 @contextlib.contextmanager
 def _run_directory(config: Config, out, name, resume):
     """The run directory (new, or `resume`), locked against other cnnlab processes while the block runs, with the
     config as it is recorded and, for a new run, the data (found before the directory is made: a run without data
     leaves none)."""
-    if config.data_dir:  # recorded absolute, so the run resumes and its model is scored from any folder
-        config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).expanduser().resolve()))
+    config = absolute_paths(config)
     path = Path(resume) if resume else run_path(config, out, name)
     data = None if resume else load_data(config)
     with files.exclusive(path):  # checked under the lock: a process that held it may have finished a run of this name
@@ -106,8 +127,14 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
         set_seeds(config.seed)
     files.write_json(run.config, config.to_dict())  # from here on, a killed run can be resumed
     if data is None:  # a resumed run's, loaded once it is known to have something left to do
-        data = load_data(config)
-    print(f"Data: {config.dataset} from {data.source}: " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()))
+        data = load_data(config, run)
+    print(f"Data: {data.name} from {data.source}: " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) +
+          f"; {len(data.class_names)} classes, images {'x'.join(map(str, data.image_shape))}")
+    if not run.data.is_file():
+        files.write_json(run.data, data.describe())
+    note = recipe_note(config, data)
+    if note:
+        print(note)
     results = []
     for k, (network, state) in enumerate(zip(networks, states)):
         network_config = dataclasses.replace(config, seed=config.seed + k)  # the same split, its own weights
@@ -116,7 +143,8 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
         else:
             if k:
                 set_seeds(network_config.seed)
-            model = build_model(network_config, steps_per_epoch=steps_per_epoch(config, data))
+            model = build_model(network_config, len(data.class_names), steps_per_epoch(config, data),
+                                input_shape=data.image_shape)
         if k == 0 and state and run.summary.is_file():  # a checkpoint's summary would add its optimizer's parameters
             print(run.summary.read_text(encoding="utf-8"), end="")
         elif k == 0:
@@ -151,7 +179,8 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
     files.save_figure(plots.learning_curves(history, best_epochs, config.monitor), run.figure("learning_curves"))
     train_seconds = sum(result.seconds for result in results)
     metrics = {
-        "dataset": config.dataset, "data_source": data.source, "sizes": data.sizes(), "seed": config.seed,
+        "dataset": data.name, "data_source": data.source, "sizes": data.sizes(), "seed": config.seed,
+        "image_shape": list(data.image_shape), "skipped_files": len(data.skipped),
         "recipe": config.recipe, "parameters": int(best.count_params()),
         "best_epoch": best_epochs[0] if single else best_epochs, "epochs_run": epochs_run[0] if single else epochs_run,
         "stopped_early": any(result.stopped_early for result in results),
@@ -164,6 +193,17 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
     }
     files.write_json(run.metrics, metrics)
     return run, best, data, metrics
+
+
+TUNED_ON = ("mnist", "fashion_mnist", "digits")  # where the fast and best recipes were measured
+
+
+def recipe_note(config: Config, data: Dataset) -> str | None:
+    """A recipe tuned on the digit datasets says so when it trains on others."""
+    if config.recipe == "seed" or config.dataset in TUNED_ON:
+        return None
+    return (f"Recipe {config.recipe} was tuned on MNIST and Fashion-MNIST (28x28 grey); on {data.name} its settings "
+            f"(augmentation, epochs, widths) are a starting point, not a measured best: change them with flags")
 
 
 def resume_note(run: RunDir, states, config: Config) -> str:

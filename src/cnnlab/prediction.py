@@ -18,68 +18,94 @@ from pathlib import Path
 import numpy as np
 
 from . import files, plots
-from .data import CLASS_NAMES
+from .data import CLASS_NAMES, DIGIT_STYLE, NAMED, PHOTO_STYLE
 from .errors import CnnlabError, ImageError
 from .evaluation import as_probabilities, top_k
 from .explain import grad_cam
+from .feeding import model_input, to_model
 from .inspection import check_image_model, conv_layers, feature_map_model, load_model, output_list
 from .model import layer_rows, summary_text
-from .preprocess import MAX_PIXELS, SUFFIXES, Prepared, is_image_file, prepare, thumbnail
+from .preprocess import DIGIT_SHAPE, MAX_PIXELS, SUFFIXES, Prepared, is_image_file, prepare, thumbnail
 from .rundir import run_config_of
 
 PREDICT_BATCH = 256  # files read and predicted together: memory stays bounded for a folder of thousands
 
 
+def run_data_of(model_path) -> dict:
+    """What the run a model file belongs to recorded of its data (data.json: class names, style, image shape); for a
+    run made before data.json, what its config.json's named dataset implies; {} outside a run."""
+    if not model_path:
+        return {}
+    config = run_config_of(model_path)
+    try:
+        if config.with_name("data.json").is_file():
+            return json.loads(config.with_name("data.json").read_text(encoding="utf-8"))
+        dataset = json.loads(config.read_text(encoding="utf-8")).get("dataset") if config.is_file() else None
+    except (OSError, ValueError, AttributeError):  # not a cnnlab run's files: nothing known
+        return {}
+    return {"class_names": CLASS_NAMES[dataset], "style": NAMED[dataset].style} if dataset in NAMED else {}
+
+
 def class_names_for(model, model_path=None) -> list:
-    """The class names of the run the model comes from (its config.json says the dataset), else 0..n-1."""
+    """The class names of the run the model comes from, else 0..n-1."""
     classes = int(model.output_shape[-1])
-    config = run_config_of(model_path) if model_path else None
-    if config and config.is_file():
-        try:
-            names = CLASS_NAMES.get(json.loads(config.read_text(encoding="utf-8")).get("dataset"))
-        except (OSError, ValueError, AttributeError):  # not a cnnlab run's config: fall back to numbers
-            names = None
-        if names and len(names) == classes:
-            return list(names)
-    return [str(i) for i in range(classes)]
+    names = run_data_of(model_path).get("class_names")
+    return [str(n) for n in names] if names and len(names) == classes else [str(i) for i in range(classes)]
+
+
+def style_for(model, model_path=None) -> str:
+    """digits (photos are made MNIST-like for the model) or photos (fed as they are, resized): the run's, else
+    digits for a model of 28x28 grey images, as MNIST's are."""
+    style = run_data_of(model_path).get("style")
+    if style in (DIGIT_STYLE, PHOTO_STYLE):
+        return style
+    return DIGIT_STYLE if model_input(model, model_path or "").shape == DIGIT_SHAPE else PHOTO_STYLE
 
 
 class Classifier:
-    """A loaded model and its class names; safe to call from several threads at once (a web server's).
+    """A loaded model, its class names and the images it takes; safe to call from several threads at once (a web
+    server's).
 
     Keras models are not guaranteed thread-safe, so every use of the model holds one lock; reading and
     preprocessing images, the slow part for large files, happens outside it.
     """
 
-    def __init__(self, model, class_names=None, name=None):
+    def __init__(self, model, class_names=None, name=None, style=None):
         self.model = check_image_model(model, looked_inside=False)
+        self.input = model_input(model)
         self.class_names = list(class_names) if class_names else class_names_for(model)
         self.name = name or model.name
+        self.style = style or style_for(model)
         self._lock = threading.Lock()
         self._feature_maps, self._feature_layers = feature_map_model(model) if conv_layers(model) else (None, [])
 
     @classmethod
     def load(cls, path, safe_mode=True):
         model = check_image_model(load_model(path, safe_mode=safe_mode, compile=False), path, looked_inside=False)
-        return cls(model, class_names_for(model, path), name=Path(path).name)
+        return cls(model, class_names_for(model, path), name=Path(path).name, style=style_for(model, path))
+
+    def prepare(self, source, preprocess=True, max_pixels=MAX_PIXELS) -> Prepared:
+        """An image file (path, bytes) made into this model's input: MNIST-like for a digit-style model unless
+        `preprocess` is false, else the image as it is, resized to the model's input."""
+        return prepare(source, preprocess and self.style == DIGIT_STYLE, max_pixels, self.input.shape)
 
     def probabilities(self, inputs) -> np.ndarray:
-        """(N, 28, 28, 1) inputs -> (N, classes) probabilities."""
+        """(N, H, W, C) inputs in [0, 1] -> (N, classes) probabilities."""
         with self._lock:
-            return as_probabilities(self.model.predict_on_batch(np.asarray(inputs, np.float32)))
+            return as_probabilities(self.model.predict_on_batch(to_model(self.input, inputs)))
 
     def explain(self, image, class_index=None) -> dict:
-        """Feature maps of every conv layer ({name: (h, w, channels)}) and the Grad-CAM map (28, 28) of a class.
+        """Feature maps of every conv layer ({name: (h, w, channels)}) and the Grad-CAM map (H, W) of a class.
 
         The class is the predicted one unless `class_index` names another.
         """
-        image = np.asarray(image, np.float32)[None]
+        batch = to_model(self.input, np.asarray(image, np.float32)[None])
         with self._lock:
-            probabilities = as_probabilities(self.model.predict_on_batch(image))[0]
+            probabilities = as_probabilities(self.model.predict_on_batch(batch))[0]
             class_index = int(np.argmax(probabilities)) if class_index is None else class_index
-            outputs = output_list(self._feature_maps.predict_on_batch(image))
+            outputs = output_list(self._feature_maps.predict_on_batch(batch))
             maps = {name: np.asarray(out[0]) for name, out in zip(self._feature_layers, outputs)}
-            heat = grad_cam(self.model, image[0], class_index)
+            heat = grad_cam(self.model, image, class_index)
         return {"probabilities": probabilities, "class_index": class_index, "feature_maps": maps,
                 "grad_cam": heat, "grad_cam_layer": conv_layers(self.model)[-1].name}
 
@@ -88,6 +114,9 @@ class Classifier:
         return {
             "name": self.name,
             "input_shape": list(self.model.input_shape[1:]),
+            "image_shape": list(self.input.shape),
+            "style": self.style,
+            "pixel_scale": self.input.pixel_scale,
             "parameters": int(self.model.count_params()),
             "class_names": self.class_names,
             "summary": summary_text(self.model),
@@ -146,7 +175,7 @@ def predict_files(classifier, items, preprocess=True, keep_images=False) -> list
         batch = []
         for path, label in items[start:start + PREDICT_BATCH]:
             try:
-                prepared = prepare(path, preprocess, MAX_PIXELS)
+                prepared = classifier.prepare(path, preprocess, MAX_PIXELS)
             except ImageError as e:
                 results.append(FileResult(path, label, error=str(e).removeprefix(f"{path}: ")))
                 continue

@@ -2,6 +2,7 @@
 
 runs/<name>/
   config.json        the settings (seed included) - reusable with --config
+  data.json          the data: where from, class names, image shape, sizes, fingerprint, files skipped
   summary.txt        model.summary()
   history.csv        one row per completed epoch
   best.keras         the best model by the monitored metric, saved while training
@@ -42,6 +43,7 @@ class RunDir:
         return f"RunDir('{self.path}')"
 
     config = property(lambda self: self.path / "config.json")
+    data = property(lambda self: self.path / "data.json")
     summary = property(lambda self: self.path / "summary.txt")
     history = property(lambda self: self.path / "history.csv")
     best_model = property(lambda self: self.path / "best.keras")

@@ -81,6 +81,29 @@ class EpochShuffle(keras.utils.PyDataset):
         return self.x[rows], self.y[rows]
 
 
+class OrderedBatches(keras.utils.PyDataset):
+    """Images and labels in order, `batch_size` at a time: validation data that is streamed (ScaledImages), which
+    Keras cannot take as an array."""
+
+    def __init__(self, x, y, batch_size):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self):
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __getitem__(self, index):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.x[rows], self.y[rows]
+
+
+def validation_data(data: Dataset, batch_size):
+    """What fit validates on: the arrays, or a streamed dataset's batches."""
+    if isinstance(data.x_val, np.ndarray):
+        return {"validation_data": (data.x_val, data.y_val), "validation_batch_size": batch_size}
+    return {"validation_data": OrderedBatches(data.x_val, data.y_val, batch_size)}
+
+
 def _random_state_variables(model):
     """The dropout layers' seed-generator states: not in .keras files, yet they decide the dropout masks."""
     weights = {id(v) for v in model.weights}
@@ -373,7 +396,7 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
     try:
         model.fit(
             batches, steps_per_epoch=batches.steps_per_epoch, shuffle=False,  # EpochShuffle shuffles
-            validation_data=(data.x_val, data.y_val), validation_batch_size=config.eval_batch_size,
+            **validation_data(data, config.eval_batch_size),
             validation_freq=validation_epochs(config), epochs=config.epochs, initial_epoch=state["epochs_completed"],
             callbacks=[early_stopping, recorder, *callbacks],
             verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),

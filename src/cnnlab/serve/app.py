@@ -26,7 +26,6 @@ from starlette.exceptions import HTTPException
 from ..errors import CnnlabError, ImageError
 from ..evaluation import top_k
 from ..inspection import check_image_model
-from ..preprocess import prepare
 from . import render
 
 STATIC = Path(__file__).parent / "static"
@@ -144,7 +143,7 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
 
     def prepared_input(data, preprocess):
         try:
-            return prepare(data, preprocess, max_pixels).input
+            return classifier.prepare(data, preprocess, max_pixels).input
         except ImageError as e:
             raise BadRequest(422, str(e)) from None
 
