@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 DEMO_ARGS ?=
 
-.PHONY: demo test install install-dev browser clean
+.PHONY: demo test install install-dev browser datasets clean
 
 $(BIN)/cnnlab: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "cnnlab needs Python 3.11 or newer: make $(MAKECMDGOALS) PYTHON=python3.12 (or another)")'
@@ -29,10 +29,16 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: browser tests will be skipped"; }
 
+# Fashion-MNIST for the tests, from Debian's package (an offline copy); root on Debian installs it.
+datasets:
+	@[ -d /usr/share/datasets/fashion-mnist ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) || \
+	  echo "dataset-fashion-mnist not installed: its tests will be skipped (and fail under CI=true)"; }
+
 demo: install
 	@BIN=$(BIN) sh scripts/demo.sh $(DEMO_ARGS)
 
-test: install-dev browser
+test: install-dev browser datasets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

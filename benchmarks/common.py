@@ -4,11 +4,14 @@ Each peer trains in its own process (thread pools and XLA caches are per process
 turns in one run, A B A B, so that the other load on a shared machine falls on both alike.
 """
 
+import concurrent.futures
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +19,7 @@ BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
 MNIST_DIR = REPO.parent / "shared" / "datasets" / "mnist"
 PYTHON = sys.executable
+WORK_DIR = Path(tempfile.gettempdir()) / "cnnlab-benchmarks"  # image folders written once and reused (--work)
 
 
 def epoch_timer_class():
@@ -115,6 +119,55 @@ def seed_script_command(timing_path, out_dir, data_dir=MNIST_DIR, epochs=20, tes
                "--batch-size", batch_size, "--train-only", "--timing", timing_path, "--out", out_dir]
     command += ["--test-each-epoch"] if test_each_epoch else []
     return [str(c) for c in command]
+
+
+def cnnlab_cli_command(out_dir, name, *arguments):
+    """`cnnlab run` as a user types it, in this Python; its metrics.json is then out_dir/name/metrics.json."""
+    return [str(c) for c in (PYTHON, "-m", "cnnlab", "run", "--out", out_dir, "--name", name, *arguments)]
+
+
+def png_tree(folder, splits, class_names):
+    """A folder of class folders of PNGs, folder/SPLIT/CLASS/000042.png, from {split: (uint8 images, labels)};
+    written once: built under a temporary name and renamed, so a folder that exists is complete and is reused."""
+    from PIL import Image
+
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        jobs = []
+        for split, (images, labels) in splits.items():
+            for name in class_names:
+                (building / split / name).mkdir(parents=True)
+            jobs += [(image, building / split / class_names[label] / f"{i:06d}.png")
+                     for i, (image, label) in enumerate(zip(images, labels))]
+        print(f"Writing {len(jobs):,} PNGs into {folder} (once; reused by later runs)", flush=True)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:  # Pillow's zlib releases the GIL
+            list(pool.map(lambda job: Image.fromarray(job[0]).save(job[1]), jobs, chunksize=256))
+        os.replace(building, folder)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return folder
+
+
+def mnist_png_folder(work, data_dir, train_images, test_images=0):
+    """MNIST's first `train_images` training images (and first `test_images` test images) as PNGs in class
+    folders 0..9: work/mnist-png-N[-T]/train/ (and test/)."""
+    from cnnlab.data import load_arrays
+
+    folder = Path(work) / (f"mnist-png-{train_images}" + (f"-{test_images}" if test_images else ""))
+    if folder.is_dir():
+        return folder
+    arrays, _ = load_arrays("mnist", data_dir, allow_download=False)
+    if train_images > len(arrays["x_train"]) or test_images > len(arrays["x_test"]):
+        raise SystemExit(f"MNIST has {len(arrays['x_train']):,} training and {len(arrays['x_test']):,} test images")
+    splits = {"train": (arrays["x_train"][:train_images], arrays["y_train"][:train_images])}
+    if test_images:
+        splits["test"] = (arrays["x_test"][:test_images], arrays["y_test"][:test_images])
+    return png_tree(folder, splits, [str(d) for d in range(10)])
 
 
 def machine():

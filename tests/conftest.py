@@ -1,20 +1,39 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Downloads and decoded image folders go to a folder of the test session's, not to the user's ~/.keras
+os.environ.setdefault("CNNLAB_CACHE_DIR", tempfile.mkdtemp(prefix="cnnlab-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "datasets" / "mnist"
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def missing(what):
+    """Skip a test whose data or tool this machine lacks; in CI (CI=true) fail instead: a green run must have run it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what}; CI must have it (make test installs it)")
+    pytest.skip(what)
 
 
 @pytest.fixture(scope="session")
 def mnist_dir():
     """Real MNIST beside the repository (../shared/datasets/mnist), as CI lays it out."""
     if not (SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").exists():
-        pytest.skip(f"real MNIST not found at {SHARED_MNIST}")
+        missing(f"real MNIST not found at {SHARED_MNIST}")
     return SHARED_MNIST
+
+
+@pytest.fixture(scope="session")
+def fashion_dir():
+    """Fashion-MNIST from Debian's dataset-fashion-mnist (make test installs it where it can)."""
+    if not (DEBIAN_FASHION / "t10k-labels-idx1-ubyte.gz").exists():
+        missing(f"Fashion-MNIST not found at {DEBIAN_FASHION} (apt-get install dataset-fashion-mnist)")
+    return DEBIAN_FASHION
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +52,24 @@ def classifier(digits_run):
     from cnnlab.prediction import Classifier
 
     return Classifier.load(digits_run / "best.keras")
+
+
+@pytest.fixture(scope="session")
+def colour_folder(tmp_path_factory):
+    """A 32x32 colour dataset as train/ and test/ class folders of PNGs: scikit-learn's digits in random ink and
+    background colours (colour says nothing about the class), available on every machine."""
+    from image_data import DIGIT_NAMES, coloured, digit_arrays, write_split_folders
+
+    arrays = digit_arrays()
+    arrays = {**arrays, "x_train": coloured(arrays["x_train"], seed=1), "x_test": coloured(arrays["x_test"], seed=2)}
+    return write_split_folders(tmp_path_factory.mktemp("colour") / "colour_digits", arrays, DIGIT_NAMES)
+
+
+@pytest.fixture(scope="session")
+def colour_run(colour_folder, tmp_path_factory):
+    """One short real run on the colour folder through the CLI, shared by the tests that read its outputs."""
+    from cnnlab.cli import main
+
+    out = tmp_path_factory.mktemp("colour-runs")
+    assert main(["run", "--dataset", str(colour_folder), "--epochs", "3", "--out", str(out), "--name", "colour"]) == 0
+    return out / "colour"

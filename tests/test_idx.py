@@ -1,6 +1,7 @@
 """The IDX reader and where datasets are found: good files load, bad ones raise DataError (never anything
 else, for any bytes at all), the search order is as documented, and downloads are checksum-verified."""
 
+import dataclasses
 import gzip
 import os
 import re
@@ -12,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from robustness_helpers import FASHION_DIR, MNIST_DIR, idx_bytes, write_idx_dataset
 
-from cnnlab import data
-from cnnlab.data import DataError, WrongDataset, load_arrays, read_idx
+from cnnlab.data import DataError, WrongDataset, load_arrays, load_dataset, read_idx
+from cnnlab.data.catalogue import NAMED
 
 # ---------------------------------------------------------------- any bytes: an array or DataError
 
@@ -150,7 +151,8 @@ def homes(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE_DIR", str(places["cnnlab_cache"]))
     monkeypatch.setenv("CNNLAB_DATA_DIR", str(places["data_env"]))
     monkeypatch.setenv("CNNLAB_MIRROR", (tmp_path / "no-mirror").as_uri())
-    monkeypatch.setattr(data, "DEBIAN_DIRS", {"fashion_mnist": str(places["debian"])})
+    debian = dataclasses.replace(NAMED["fashion_mnist"], debian_dir=str(places["debian"]))
+    monkeypatch.setitem(NAMED, "fashion_mnist", debian)
     return places
 
 
@@ -184,15 +186,16 @@ def test_data_dir_may_hold_the_files_directly_or_in_a_keras_style_subfolder(home
 
 
 @pytest.mark.parametrize("stem,array,message", [
-    ("train-labels-idx1-ubyte", np.arange(40, dtype=np.uint8) % 13, "has label 12, but mnist has 10 classes (0..9)"),
-    ("t10k-images-idx3-ubyte", np.zeros((20, 28, 28), np.float32), "holds float32 values; MNIST-style files hold "
-     "unsigned bytes"),
+    ("train-labels-idx1-ubyte", np.arange(40, dtype=np.uint8) % 13,
+     "--data-dir {folder} (train labels): has label 12, but there are 10 classes (0..9)"),
+    ("t10k-images-idx3-ubyte", np.zeros((20, 28, 28), np.float32),
+     "{folder}/t10k-images-idx3-ubyte.gz: holds float32 values; image dataset IDX files hold unsigned bytes"),
 ])
 def test_labels_and_pixels_of_another_kind_are_refused(homes, tmp_path, stem, array, message):
     folder = write_idx_dataset(tmp_path / "data")
     (folder / f"{stem}.gz").write_bytes(gzip.compress(idx_bytes(array)))
-    with pytest.raises(DataError, match=re.escape(f"{stem}.gz: {message}")):
-        load_arrays("mnist", data_dir=folder, allow_download=False)
+    with pytest.raises(DataError, match=re.escape(message.format(folder=folder))):
+        load_dataset("mnist", data_dir=folder, allow_download=False)
 
 
 def test_nothing_found_lists_every_place_looked(homes):
@@ -201,7 +204,7 @@ def test_nothing_found_lists_every_place_looked(homes):
     message = str(caught.value)
     for place in ("data_env", "keras_home", "debian", "cnnlab_cache"):
         assert str(homes[place]) in message
-    assert message.endswith("downloads disabled); pass --data-dir DIR with the four IDX files, or add --download, "
+    assert message.endswith("downloads disabled); pass --data-dir DIR with its files, or add --download, "
                             "or install Debian's dataset-fashion-mnist")
 
 
@@ -238,11 +241,11 @@ def test_the_other_dataset_is_told_apart_by_its_test_labels(homes, tmp_path):
 def mirror(tmp_path, monkeypatch):
     if not FASHION_DIR.is_dir():
         pytest.skip("no local Fashion-MNIST to mirror")
-    folder = tmp_path / "mirror"
-    folder.mkdir()
-    for name in data.DOWNLOADS["fashion_mnist"]:
+    folder = tmp_path / "mirror" / "fashion-mnist"  # a mirror is laid out as the cache
+    folder.mkdir(parents=True)
+    for name in NAMED["fashion_mnist"].downloads:
         os.symlink(FASHION_DIR / name, folder / name)
-    monkeypatch.setenv("CNNLAB_MIRROR", folder.as_uri())
+    monkeypatch.setenv("CNNLAB_MIRROR", folder.parent.as_uri())
     return folder
 
 
@@ -251,7 +254,7 @@ def test_download_verifies_and_caches(homes, mirror):
     cache = homes["cnnlab_cache"] / "fashion-mnist"
     assert source == f"downloaded to {cache}"
     assert arrays["x_train"].shape == (60000, 28, 28) and arrays["y_test"].shape == (10000,)
-    assert sorted(p.name for p in cache.iterdir()) == sorted(data.DOWNLOADS["fashion_mnist"])
+    assert sorted(p.name for p in cache.iterdir()) == sorted(NAMED["fashion_mnist"].downloads)
     shutil.rmtree(mirror)  # found in the cache from now on: no download
     assert load_arrays("fashion_mnist")[1] == f"cnnlab cache {cache}"
 
@@ -270,3 +273,4 @@ def test_corrupt_download_fails_its_checksum_and_leaves_nothing(homes, mirror):
     cache = homes["cnnlab_cache"] / "fashion-mnist"
     assert not (cache / labels.name).exists()
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    assert not list(cache.iterdir())  # nor the three good files: a half dataset would stop the next search

@@ -33,7 +33,8 @@ REFUSALS = {
     "image.png": NOT_A_MODEL,
     "h5_named.keras": "holds an HDF5 (.h5) model but is named .keras; rename it to end in .h5",
     "keras_named.h5": "holds a .keras (zip) model but is named .h5; rename it to end in .keras",
-    "rgb_32x32.keras": "model expects input (None, 32, 32, 3), not 28x28 grey images (None, 28, 28, 1)",
+    "rgb_32x32.keras": "the model takes 32x32 images with 3 channels, but dataset digits has 28x28x1; give the "
+                       "dataset it was trained on, or --image-size 32x32 --color-mode rgb",
 }
 
 

@@ -288,7 +288,7 @@ def bad_idx_dirs(tmp_path):
 @pytest.mark.parametrize("case,args,message", [
     ("missing model", ["inspect", "{tmp}/nope.keras"], "model file not found"),
     ("text as model", ["evaluate", "{tmp}/notes.keras"], "not a Keras model file"),
-    ("unknown dataset", ["run", "--dataset", "cifar"], "invalid choice"),
+    ("unknown dataset", ["run", "--dataset", "cifra"], "unknown dataset 'cifra' (did you mean cifar10?)"),
     ("missing data dir", ["train", "--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "no mnist IDX files"),
     ("wrong magic", ["train", "--dataset", "mnist", "--data-dir", "{wrong_magic}"], "wrong magic number"),
     ("truncated idx", ["train", "--dataset", "mnist", "--data-dir", "{truncated}"], "truncated"),

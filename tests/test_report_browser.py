@@ -1,6 +1,7 @@
-"""The report in a real browser: Debian's headless Chromium, driven by Playwright, offline.
+"""The report in a real browser: Debian's headless Chromium, driven by Playwright, offline: of the digits run and of
+the colour run (32x32 RGB images).
 
-Leaves a full-page screenshot in test-artifacts/report.png for CI to keep.
+Leaves full-page screenshots in test-artifacts/ (report.png, report-colour.png) for CI to keep.
 """
 
 from pathlib import Path
@@ -19,11 +20,13 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason=f"no Chromium at {CHROMIUM} (install Debian's chromium: make browser)")
 
 
-def test_report_renders_in_chromium_without_errors(digits_run):
+@pytest.mark.parametrize("run, screenshot_name", [("digits_run", "report.png"), ("colour_run", "report-colour.png")])
+def test_report_renders_in_chromium_without_errors(request, run, screenshot_name):
     from playwright.sync_api import sync_playwright
 
+    run_dir = request.getfixturevalue(run)
     ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "report.png"
+    screenshot = ARTIFACTS / screenshot_name
     screenshot.unlink(missing_ok=True)
     problems, requests = [], []
 
@@ -38,7 +41,7 @@ def test_report_renders_in_chromium_without_errors(digits_run):
             page.on("console", on_console)
             page.on("pageerror", lambda error: problems.append(str(error)))
             page.on("request", lambda request: requests.append(request.url))
-            page.goto((digits_run / "report.html").as_uri(), wait_until="load")
+            page.goto((run_dir / "report.html").as_uri(), wait_until="load")
             images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.alt])")
             headings = page.locator("h2").all_inner_texts()
             height = page.evaluate("document.documentElement.scrollHeight")

@@ -2,16 +2,20 @@
 
 import base64
 import io
+import logging
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+import keras
+from image_data import DIGIT_NAMES
 from PIL import Image, ImageDraw
 
+from cnnlab.prediction import Classifier
 from cnnlab.preprocess import prepare
-from cnnlab.serve import create_app
+from cnnlab.serve import create_app, render
 
 MAX_UPLOAD = 200_000
 
@@ -153,6 +157,11 @@ BAD_REQUESTS = {
     "JSON image not text": (lambda c: c.post("/api/predict", json={"image": 7}), 422, "JSON body must be"),
     "JSON list": (lambda c: c.post("/api/predict", json=["image"]), 422, "JSON body must be"),
     "bad base64": (lambda c: c.post("/api/predict", json={"image": "not base64!"}), 422, "\"image\" is not valid base64"),
+    "non-ASCII base64": (lambda c: c.post("/api/predict", json={"image": "é"}), 422, "\"image\" is not valid base64"),
+    "JSON nested 100,000 deep": (lambda c: c.post("/api/predict", content=b"[" * 100_000,
+                                                  headers={"Content-Type": "application/json"}), 422, "nested too deeply"),
+    "JSON nested, closed": (lambda c: c.post("/api/explain", content=b"[" * 50_000 + b"]" * 50_000,
+                                             headers={"Content-Type": "application/json"}), 422, "nested too deeply"),
     "multipart without file": (lambda c: c.post("/api/predict", files={"other": ("x.png", drawing(), "image/png")}),
                                422, "field named 'file'"),
     "multipart field not a file": (lambda c: c.post("/api/predict", data={"file": "7"}, files={"x": ("x", b"")}),
@@ -183,3 +192,90 @@ def test_bad_input_is_a_4xx_with_a_json_reason(client, case):
 def test_random_bodies_never_cost_a_500(client, body, content_type, endpoint):
     response = client.post(endpoint, content=body, headers={"Content-Type": content_type} if content_type else {})
     assert response.status_code in (200, 413, 415, 422), response.text
+
+
+def test_a_fault_of_the_server_is_a_json_500_logged_and_it_serves_on(classifier, monkeypatch, caplog):
+    """Not bad input, a bug: the client gets a JSON reason, the log the traceback, the next request its answer."""
+    def broken(inputs):
+        raise RuntimeError("a bug in the model call")
+
+    with TestClient(create_app(classifier)) as client:
+        monkeypatch.setattr(classifier, "probabilities", broken)
+        with caplog.at_level(logging.ERROR, logger="cnnlab.serve.app"):
+            response = client.post("/api/predict", content=drawing(), headers={"Content-Type": "image/png"})
+        assert response.status_code == 500
+        assert response.json() == {"detail": "internal error (RuntimeError); the server's log has the details"}
+        [record] = [r for r in caplog.records if r.exc_info]
+        assert "POST /api/predict" in record.getMessage() and "a bug in the model call" in caplog.text
+        monkeypatch.undo()
+        assert client.post("/api/predict", content=drawing(), headers={"Content-Type": "image/png"}).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def colour_client(colour_run):
+    with TestClient(create_app(Classifier.load(colour_run / "best.keras")), raise_server_exceptions=True) as c:
+        yield c
+
+
+def colour_test_image(colour_folder) -> bytes:
+    return next((colour_folder / "test" / "d3").glob("*.png")).read_bytes()
+
+
+def test_a_colour_model_says_what_it_takes(colour_client):
+    model = colour_client.get("/api/model").json()
+    assert model["image_shape"] == [32, 32, 3] and model["input_shape"] == [32, 32, 3]
+    assert model["style"] == "photos" and model["preprocessing"] == "resize" and model["class_names"] == DIGIT_NAMES
+
+
+def test_a_colour_model_predicts_and_explains_in_colour(colour_client, colour_run, colour_folder):
+    data = colour_test_image(colour_folder)
+    as_sent = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    expected = Classifier.load(colour_run / "best.keras").probabilities(as_sent[None] / 255)[0]
+    for endpoint in ("predict", "explain"):
+        response = colour_client.post(f"/api/{endpoint}", files={"file": ("three.png", data, "image/png")})
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert [p["probability"] for p in answer["probabilities"]] == pytest.approx(expected, abs=1e-5)
+        assert {p["class"] for p in answer["probabilities"]} == set(DIGIT_NAMES)
+        shown = decode_png(answer["input_png"])
+        assert shown.mode == "RGB" and shown.size == (32, 32)
+        np.testing.assert_array_equal(np.asarray(shown), as_sent)  # 32x32 already: fed and shown as it is
+    overlay = decode_png(answer["grad_cam"]["png"])
+    assert overlay.mode == "RGB" and overlay.size == (128, 128)
+    assert np.array(answer["grad_cam"]["heatmap"]).shape == (32, 32)
+    assert {m["layer"] for m in answer["feature_maps"]} == set(colour_client.get("/api/model").json()["conv_layers"])
+
+
+def test_grad_cam_overlay_keeps_the_input_where_it_is_cold():
+    """Colour stays colour and grey stays grey where the heat is 0; where it is hot, the heat map's colours show."""
+    rng = np.random.default_rng(0)
+    for image in (rng.random((32, 24, 3), np.float32), rng.random((28, 28, 1), np.float32)):
+        height, width = image.shape[:2]
+        heat = np.zeros((height, width), np.float32)
+        heat[:, width // 2:] = 1
+        overlay = np.asarray(decode_png(render.grad_cam_png(image, heat)))
+        scale = overlay.shape[0] // height
+        assert overlay.shape == (height * scale, width * scale, 3) and max(overlay.shape[:2]) >= render.OVERLAY_SIDE
+        upscaled = np.repeat(np.repeat(render.to_uint8(image), scale, 0), scale, 1)
+        cold = slice(0, (width // 2 - 1) * scale)  # clear of the bilinear edge
+        np.testing.assert_array_equal(overlay[:, cold], np.broadcast_to(upscaled, overlay.shape)[:, cold])
+        assert np.abs(overlay[:, -scale:].astype(int) - upscaled[:, -scale:]).mean() > 20
+
+
+def test_a_grey_photo_model_gets_and_shows_photos_as_they_are(tmp_path):
+    """A 32x32 grey model outside a run is a photo model: a light image is resized, not inverted and cropped."""
+    model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.save(tmp_path / "grey.keras")
+    photo = np.full((64, 64), 220, np.uint8)
+    photo[10:30, 40:60] = 40
+    with TestClient(create_app(Classifier.load(tmp_path / "grey.keras")), raise_server_exceptions=True) as client:
+        described = client.get("/api/model").json()
+        assert described["style"] == "photos" and described["preprocessing"] == "resize"
+        answer = client.post("/api/explain", content=png_bytes(Image.fromarray(photo)),
+                             headers={"Content-Type": "image/png"}).json()
+    shown = decode_png(answer["input_png"])
+    expected = np.asarray(Image.fromarray(photo).resize((32, 32), Image.Resampling.BILINEAR), np.float32)
+    assert shown.mode == "L" and shown.size == (32, 32)
+    np.testing.assert_allclose(np.asarray(shown, np.float32), expected, atol=2)
+    np.testing.assert_allclose(np.array(answer["input"]), expected / 255, atol=2 / 255)

@@ -41,8 +41,10 @@ def test_keras_datasets_arrays_are_scored_as_the_scaled_images_they_are(digits_r
     model = load_model(digits_run / "best.keras")
     raw = np.uint8(np.round(digits.x_test[..., 0] * 255))  # as keras.datasets gives them: uint8, no channel axis
     assert evaluate(model, raw, digits.y_test) == pytest.approx(evaluate(model, digits.x_test, digits.y_test))
-    with pytest.raises(CnnlabError, match=r"must be an array \(N, 28, 28, 1\) or \(N, 28, 28\), not \(5, 28, 28, 3\)"):
+    with pytest.raises(CnnlabError, match=r"the model takes images of shape \(28, 28, 1\), not \(28, 28, 3\)"):
         evaluate(model, np.zeros((5, 28, 28, 3), np.float32), digits.y_test[:5])
+    with pytest.raises(CnnlabError, match=r"must be an array \(N, H, W, 1 or 3\) or \(N, H, W\), not \(5, 28\)"):
+        evaluate(model, np.zeros((5, 28), np.float32), digits.y_test[:5])
 
 
 def test_flip_averaging_makes_a_models_predictions_mirror_invariant(digits_run, digits):

@@ -26,10 +26,10 @@ def error_of(capsys, *argv):
     (["--dropout", "1"], "dropout must be in [0, 1), not 1.0"),
     (["--dropout", "-0.1"], "dropout must be in [0, 1), not -0.1"),
     (["--kernel-size", "30"], "kernel_size 30 is larger than the 28x28 feature map of conv block 1 (images of 28x28); "
-                              "use a smaller kernel_size or fewer conv blocks (at most 4)"),
+                              "use a kernel_size of at most 28"),
     (["--kernel-size", "9", "--conv-filters", "8,8,8"],
      "kernel_size 9 is larger than the 7x7 feature map of conv block 3 (images of 28x28); "
-     "use a smaller kernel_size or fewer conv blocks (at most 4)"),
+     "use a smaller kernel_size or fewer conv blocks (at most 2)"),
     (["--conv-filters", "8,8,8,8,8"], "kernel_size 3 is larger than the 1x1 feature map of conv block 5 (images of 28x28); "
                                       "use a smaller kernel_size or fewer conv blocks (at most 4)"),
     (["--kernel-size", "0"], "kernel_size must be at least 1, not 0"),
@@ -81,7 +81,7 @@ def test_unparsable_flag_is_a_usage_error(capsys):
 
 @pytest.mark.parametrize("name, text, message", [
     ("unknown.toml", 'colour = "red"\nepochs = 2\n',
-     f"unknown setting(s) colour; known: {', '.join(FIELDS)}"),
+     f"unknown setting(s) colour (did you mean color_mode?); known: {', '.join(FIELDS)}"),
     ("typo.json", json.dumps({"epoch": 3, "droput": 0.1}),
      f"unknown setting(s) droput (did you mean dropout?), epoch (did you mean epochs?); known: {', '.join(FIELDS)}"),
     ("sections.toml", "[model]\nconv_filters = [16, 32]\n",

@@ -187,24 +187,28 @@ def build_parser():
     p.add_argument("--html", metavar="OUT", help="also write the table as an HTML page")
 
     p = sub.add_parser("predict", help="predict your own images (photos, scans, drawings) with a saved model",
-                       description="Read each image (PNG, JPEG, BMP, GIF, TIFF), make it MNIST-like (invert a light "
-                       "background, crop, fit into 20x20, centre by mass in 28x28) and predict it. A folder with "
-                       "class sub-folders (0/, 1/, ... or class names) also gets an accuracy and a confusion matrix. "
-                       "Exit status 1 when any file could not be read.")
+                       description="Read each image (PNG, JPEG, BMP, GIF, TIFF; upright by its EXIF orientation) "
+                       "and predict it. For a grey digit-style model (its run's data was digits, as MNIST; or, "
+                       "outside a run, a 28x28 grey input) each image is made MNIST-like first (invert a light "
+                       "background, crop, fit into a 20/28 box, centre by mass); any other model gets it as it is, "
+                       "in the model's colours, resized to the model's input. A folder with class sub-folders (0/, "
+                       "1/, ... or class names) also gets an accuracy and a confusion matrix. Exit status 1 when any "
+                       "file could not be read.")
     p.add_argument("model", metavar="MODEL", help="saved Keras model (.keras or .h5); class names come from its run")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and folders of them")
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
     output.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     p.add_argument("--show", metavar="DIR", help="write a figure per image: as read, as fed to the model, top 3")
-    p.add_argument("--no-preprocess", action="store_true", help="images are already 28x28 MNIST-style "
-                   "(white ink on black): only make them grey, 28x28 and scale them to [0, 1]")
+    p.add_argument("--no-preprocess", action="store_true", help="for a digit-style model: images are already "
+                   "MNIST-style (white ink on black), only resize them (other models' images are only resized anyway)")
     p.add_argument("--top", type=int, default=3, metavar="K", help="most probable classes to list (3)")
     add_unsafe_option(p)
 
-    p = sub.add_parser("serve", help="a local web app: draw a digit and watch the network think",
-                       description="Serve a page to draw or upload a digit and see the class probabilities, the "
-                       "28x28 input, every conv layer's feature maps and a Grad-CAM map, with a JSON API beside it "
+    p = sub.add_parser("serve", help="a local web app: upload an image (or draw a digit) and watch the network think",
+                       description="Serve a page to upload an image, take a photo (on a phone) or, for a grey "
+                       "digit-style model, draw a digit, and see the class probabilities, the input as the model "
+                       "takes it, every conv layer's feature maps and a Grad-CAM map, with a JSON API beside it "
                        "(/docs). Binds 127.0.0.1 (this computer only) unless --host says otherwise.")
     p.add_argument("model", metavar="MODEL", help="saved Keras model (.keras or .h5)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0 opens it to the network)")
@@ -251,9 +255,18 @@ def command_run(args):
 def command_build(args):
     config = training_config(args)
     import_keras_quietly()
+    from .data.catalogue import NAMED
     from .model import build_model, ensemble_line, summary_text
 
-    print(summary_text(build_model(config, steps_per_epoch=1)))  # the steps only size a learning-rate schedule
+    if config.dataset in NAMED and not (config.image_size or config.color_mode or config.class_names):
+        shape, classes = NAMED[config.dataset].image_shape, len(NAMED[config.dataset].class_names)
+    else:  # the data says its shape and classes
+        from .pipeline import load_data
+
+        data = load_data(config)
+        shape, classes = data.image_shape, len(data.class_names)
+    # the steps only size a learning-rate schedule
+    print(summary_text(build_model(config, classes, steps_per_epoch=1, input_shape=shape)))
     if config.ensemble > 1:
         print(ensemble_line(config))
 
@@ -438,7 +451,8 @@ def command_predict(args):
     scored = score(results, len(names))
     failed = [r for r in results if r.error]
     if args.json:
-        print(json.dumps({"model": str(args.model), "preprocess": not args.no_preprocess, "class_names": names,
+        print(json.dumps({"model": str(args.model), "preprocess": classifier.mnist_like and not args.no_preprocess,
+                          "image_shape": list(classifier.input.shape), "style": classifier.style, "class_names": names,
                           "results": records(results, names, args.top), "score": scored, "failed": len(failed)}, indent=2))
     elif args.csv:
         print(csv_text(results, names, args.top), end="")

@@ -199,12 +199,13 @@ def architecture_problem(config, size) -> str | None:
     for block in range(len(config.conv_filters)):
         h, w = height >> block, width >> block
         if min(h, w) < 2 or config.kernel_size > min(h, w):
-            most = 0
-            while min(height, width) >> most >= 2:
+            most = 0  # blocks whose maps this kernel fits
+            while min(height, width) >> most >= max(2, config.kernel_size):
                 most += 1
+            fix = f"a smaller kernel_size or fewer conv blocks (at most {most})" if most else \
+                f"a kernel_size of at most {min(height, width)}"
             return (f"kernel_size {config.kernel_size} is larger than the {h}x{w} feature map of conv block "
-                    f"{block + 1} (images of {height}x{width}); use a smaller kernel_size or fewer conv blocks "
-                    f"(at most {most})")
+                    f"{block + 1} (images of {height}x{width}); use {fix}")
     return None
 
 

@@ -164,18 +164,24 @@ def conv_layers(model):
     return [layer for layer in network(model).layers if isinstance(layer, keras.layers.Conv2D)]
 
 
-def filter_images(kernel, input_channel=None):
+def filter_images(kernel, input_channel=None, rgb=False):
     """(kh, kw, in, out) kernel -> (out, kh, kw) images and a caption saying what they show.
 
-    A first layer has one input channel, so each filter is one image. Deeper filters have one slice per
-    input channel: show one (`input_channel`) or their mean over the input channels (the default).
+    A first layer has one input channel per colour of the image: a grey image's gives one image per filter, and
+    with `rgb` (a colour model's first layer) each filter is one (kh, kw, 3) colour image, its weights for the
+    image's R, G and B. Deeper filters have one slice per input channel, which mean nothing as colours: show one
+    (`input_channel`) or their mean over the input channels (the default).
     """
     kernel = np.asarray(kernel)
     n_in = kernel.shape[2]
+    if rgb and n_in != 3:
+        raise ValueError(f"rgb filters need a kernel with 3 input channels (R, G, B), not {n_in}")
     if n_in == 1:
         return np.moveaxis(kernel[:, :, 0, :], -1, 0), "one image per filter"
     if input_channel is not None:
         return np.moveaxis(kernel[:, :, input_channel, :], -1, 0), f"input channel {input_channel} of {n_in}"
+    if rgb:
+        return np.moveaxis(kernel, -1, 0), "each in colour (its R, G, B weights; grey is zero), then per channel"
     return np.moveaxis(kernel.mean(axis=2), -1, 0), f"mean over the {n_in} input channels"
 
 

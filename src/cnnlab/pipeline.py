@@ -17,7 +17,7 @@ import numpy as np
 
 from . import environment, files, plots
 from .config import Config, make_config
-from .data import Dataset, changes, load_dataset, short_name
+from .data import DIGIT_STYLE, Dataset, changes, load_dataset, short_name
 from .errors import CnnlabError, TrainingInterrupted
 from .evaluation import evaluate, scores, view_probabilities
 from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_maps,
@@ -259,15 +259,21 @@ def evaluate_model(model, data: Dataset, out_dir=None, test_time_augmentation="n
     return result
 
 
-def filter_figure(layer):
-    """A conv layer's trained filters above a fresh initialisation of the same layer: what training changed."""
-    trained, caption = filter_images(trained_kernel(layer))
-    untrained, _ = filter_images(untrained_kernel(layer))
+def filter_figure(layer, first=False):
+    """A conv layer's trained filters above a fresh initialisation of the same layer: what training changed.
+
+    `first`: the model's first conv layer, whose input channels are the image's; a colour image's are drawn in
+    colour and per channel.
+    """
+    rgb = first and layer.kernel.shape[2] == 3
+    trained, caption = filter_images(trained_kernel(layer), rgb=rgb)
+    untrained, _ = filter_images(untrained_kernel(layer), rgb=rgb)
     return plots.trained_vs_untrained(trained, untrained, layer.name, caption)
 
 
-def inspect_model(model, image, out_dir, title="input", include_pooling=False) -> list:
-    """Filters (trained beside untrained) and feature maps of every conv layer, as PNGs in `out_dir`."""
+def inspect_model(model, image, out_dir, title="input", include_pooling=False, style=DIGIT_STYLE) -> list:
+    """Filters (trained beside untrained) and feature maps of every conv layer, and the (H, W, C) `image` they are
+    of, as PNGs in `out_dir`. `style` is the image's dataset's (see `plots.shown_image`)."""
     check_image_model(model)
     members = ensemble_members(model)
     if members:
@@ -280,9 +286,9 @@ def inspect_model(model, image, out_dir, title="input", include_pooling=False) -
         files.save_figure(fig, out_dir / f"{name}.png")
         written.append(out_dir / f"{name}.png")
 
-    for layer in conv_layers(model):
-        save(filter_figure(layer), f"filters_{layer.name}")
-    save(plots.input_figure(image, title), "feature_maps_input")
+    for k, layer in enumerate(conv_layers(model)):
+        save(filter_figure(layer, first=k == 0), f"filters_{layer.name}")
+    save(plots.input_figure(image, title, style), "feature_maps_input")
     for name, maps in feature_maps(model, image, include_pooling).items():
         save(plots.feature_maps_figure(maps, name), f"feature_maps_{name}")
     return written

@@ -10,8 +10,43 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from .data.dataset import DIGIT_STYLE, PHOTO_STYLE
+
 MISTAKE = "#d62728"
 CORRECT = "#1f1f1f"
+
+
+def shown_image(image, style=DIGIT_STYLE) -> np.ndarray:
+    """An (H, W, C) or (H, W) image in [0, 1] as the figures draw it, 1 being white: colour as RGB (H, W, 3), grey
+    as (H, W): a digit (`style` "digits", white ink on black) inverted to dark ink on white as printed, a grey photo
+    as it is (inverted, it would look like a negative)."""
+    if style not in (DIGIT_STYLE, PHOTO_STYLE):
+        raise ValueError(f"style must be {DIGIT_STYLE!r} or {PHOTO_STYLE!r}, not {style!r}")
+    image = np.clip(np.asarray(image, np.float64), 0, 1)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[-1] == 3:
+        return image
+    if image.ndim != 2:
+        raise ValueError(f"an image must be (H, W), (H, W, 1) or (H, W, 3), not {image.shape}")
+    return 1 - image if style == DIGIT_STYLE else image
+
+
+def draw_image(ax, image, style=DIGIT_STYLE):
+    """`image` drawn on `ax` as `shown_image` makes it (the grey map only applies to a grey image)."""
+    return ax.imshow(shown_image(image, style), cmap="gray", vmin=0, vmax=1)
+
+
+def _bare(ax):
+    """An axes with no ticks and no frame, that still shows its labels."""
+    ax.set_xticks([]), ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _height_per_width(images) -> float:
+    """Height over width of (N, H, W, ...) images: figures size their cells by it, for images of any shape."""
+    return images.shape[1] / images.shape[2]
 
 
 def learning_curves(history, best_epoch=None, monitor="val_loss") -> Figure:
@@ -49,19 +84,20 @@ def learning_curves(history, best_epoch=None, monitor="val_loss") -> Figure:
     return fig
 
 
-def prediction_grid(images, y_true, probabilities, class_names, columns=8, title=None) -> Figure:
-    """Images with predicted label, its probability and the true label; mistakes in red."""
+def prediction_grid(images, y_true, probabilities, class_names, columns=8, title=None, style=DIGIT_STYLE) -> Figure:
+    """(N, H, W, C) images with predicted label, its probability and the true label; mistakes in red. `style` is the
+    dataset's, for grey images (see `shown_image`)."""
     images = np.asarray(images)
     n = len(images)
     rows = math.ceil(n / columns)
-    fig = Figure(figsize=(columns * 1.45, rows * 1.75), layout="constrained")
+    fig = Figure(figsize=(columns * 1.45, rows * (1.45 * _height_per_width(images) + 0.3)), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
     predicted = np.argmax(probabilities, axis=1)
     for i, ax in enumerate(axes):
         ax.axis("off")
         if i >= n:
             continue
-        ax.imshow(images[i].squeeze(), cmap="gray_r", vmin=0, vmax=1)
+        draw_image(ax, images[i], style)
         wrong = predicted[i] != y_true[i]
         ax.set_title(f"{class_names[predicted[i]]} {probabilities[i, predicted[i]]:.0%}\ntrue: {class_names[y_true[i]]}",
                      fontsize=8, color=MISTAKE if wrong else CORRECT)
@@ -82,7 +118,8 @@ def image_grid(images, title=None, columns=8, cmap="viridis") -> Figure:
     n = len(images)
     columns = min(columns, n)
     rows = math.ceil(n / columns)
-    fig = Figure(figsize=(columns * 1.1 + 0.8, rows * 1.1 + (0.5 if title else 0.1)), layout="constrained")
+    fig = Figure(figsize=(columns * 1.1 + 0.8, rows * 1.1 * _height_per_width(images) + (0.5 if title else 0.1)),
+                 layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     vmin, vmax = float(images.min()), float(images.max()) or 1.0
     shown = None
@@ -97,21 +134,41 @@ def image_grid(images, title=None, columns=8, cmap="viridis") -> Figure:
 
 
 def trained_vs_untrained(trained, untrained, layer_name, caption) -> Figure:
-    """Trained filters above the same layer freshly initialised, on one shared symmetric scale."""
+    """Trained filters above the same layer freshly initialised, on one shared symmetric scale.
+
+    Filters are (n, kh, kw) images, or (n, kh, kw, 3) for a colour model's first layer: each of those is drawn as
+    one colour image (its weights for the input's R, G and B as a colour, zero grey), with its R, G and B weights
+    in the rows below it, so that both what colour a filter looks for and how strongly show.
+    """
     trained, untrained = np.asarray(trained), np.asarray(untrained)
+    colour = trained.ndim == 4
+    if colour and trained.shape[-1] != 3:
+        raise ValueError(f"colour filters must be (n, kh, kw, 3), not {trained.shape}")
+    row_names = ("RGB", "R", "G", "B") if colour else ("",)
     n = len(trained)
     columns = min(16, n)
-    rows = math.ceil(n / columns)
+    bands = math.ceil(n / columns)
+    rows = bands * len(row_names)
     limit = float(max(np.abs(trained).max(), np.abs(untrained).max())) or 1.0
     fig = Figure(figsize=(columns * 0.7 + 1, 2 * rows * 0.7 + 1.2), layout="constrained")
     subfigs = fig.subfigures(2, 1)
     for sub, images, label in zip(subfigs, (trained, untrained), ("trained", "untrained (fresh initialisation)")):
-        axes = sub.subplots(rows, columns, squeeze=False).ravel()
-        for i, ax in enumerate(axes):
-            ax.axis("off")
-            if i < n:
-                shown = ax.imshow(images[i], cmap="RdBu_r", vmin=-limit, vmax=limit)
-        sub.colorbar(shown, ax=axes.tolist(), shrink=0.8, pad=0.01)
+        axes = sub.subplots(rows, columns, squeeze=False)
+        for i in range(bands * columns):
+            band, column = divmod(i, columns)
+            for row, name in enumerate(row_names):
+                ax = axes[band * len(row_names) + row, column]
+                _bare(ax)
+                if column == 0:
+                    ax.set_ylabel(name, fontsize=8)
+                if i >= n:
+                    ax.axis("off")
+                elif name == "RGB":
+                    ax.imshow(np.clip(0.5 + images[i] / (2 * limit), 0, 1))
+                else:
+                    weights = images[i][..., row - 1] if colour else images[i]
+                    shown = ax.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        sub.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, pad=0.01)
         sub.suptitle(f"{layer_name} {label}", fontsize=10)
     fig.suptitle(f"{layer_name}: {n} filters ({caption})", fontsize=11)
     return fig
@@ -124,10 +181,12 @@ def feature_maps_figure(maps, layer_name, columns=8) -> Figure:
                       title=f"{layer_name}: {maps.shape[-1]} feature maps, {maps.shape[0]}x{maps.shape[1]}")
 
 
-def input_figure(image, title) -> Figure:
-    fig = Figure(figsize=(2.2, 2.4), layout="constrained")
+def input_figure(image, title, style=DIGIT_STYLE) -> Figure:
+    """The (H, W, C) image whose feature maps are shown, as the other figures draw it."""
+    image = np.asarray(image)
+    fig = Figure(figsize=(2.2, 2.2 * _height_per_width(image[None]) + 0.3), layout="constrained")
     ax = fig.subplots()
-    ax.imshow(np.asarray(image).squeeze(), cmap="gray_r", vmin=0, vmax=1)
+    draw_image(ax, image, style)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     return fig
@@ -173,19 +232,22 @@ def per_class_scores_figure(class_names, precision, recall, f1) -> Figure:
     return fig
 
 
-def _heat_overlay(ax, image, heat, cmap="jet"):
-    """A heat map drawn over a grey image, opaque where the heat is high, transparent where it is zero."""
-    ax.imshow(np.asarray(image).squeeze(), cmap="gray_r", vmin=0, vmax=1)
+def _heat_overlay(ax, image, heat, cmap="jet", style=DIGIT_STYLE):
+    """A heat map drawn over an image, opaque where the heat is high, transparent where it is zero."""
+    draw_image(ax, image, style)
     heat = np.clip(np.asarray(heat, np.float64), 0, 1)
     return ax.imshow(heat, cmap=cmap, vmin=0, vmax=1, alpha=0.8 * heat)
 
 
-def explanation_grid(images, cams, saliencies, titles, wrong, columns=8) -> Figure:
-    """Per image a column of three: the input, its Grad-CAM and its saliency map overlaid; mistakes in red."""
+def explanation_grid(images, cams, saliencies, titles, wrong, columns=8, style=DIGIT_STYLE) -> Figure:
+    """Per (H, W, C) image a column of three: the input, its Grad-CAM and its saliency map overlaid; mistakes in
+    red. `style` is the dataset's, for grey images (see `shown_image`)."""
+    images = np.asarray(images)
     n = len(images)
     columns = min(columns, n)
     bands = math.ceil(n / columns)
-    fig = Figure(figsize=(columns * 1.35 + 1.4, bands * (3 * 1.3 + 0.4)), layout="constrained")
+    fig = Figure(figsize=(columns * 1.35 + 1.4, bands * (3 * 1.3 * _height_per_width(images) + 0.4)),
+                 layout="constrained")
     axes = fig.subplots(3 * bands, columns, squeeze=False)
     row_names = ("input", "Grad-CAM", "saliency")
     shown = None
@@ -193,19 +255,17 @@ def explanation_grid(images, cams, saliencies, titles, wrong, columns=8) -> Figu
         band, column = divmod(i, columns)
         for row in range(3):
             ax = axes[3 * band + row, column]
-            ax.set_xticks([]), ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            _bare(ax)
             if column == 0:
                 ax.set_ylabel(row_names[row], fontsize=9)
             if i >= n:
                 ax.axis("off")
                 continue
             if row == 0:
-                ax.imshow(np.asarray(images[i]).squeeze(), cmap="gray_r", vmin=0, vmax=1)
+                draw_image(ax, images[i], style)
                 ax.set_title(titles[i], fontsize=8, color=MISTAKE if wrong[i] else CORRECT)
             else:
-                shown = _heat_overlay(ax, images[i], (cams, saliencies)[row - 1][i])
+                shown = _heat_overlay(ax, images[i], (cams, saliencies)[row - 1][i], style=style)
     fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.5, pad=0.01, label="importance (0 to 1)")
     return fig
 
@@ -213,26 +273,26 @@ def explanation_grid(images, cams, saliencies, titles, wrong, columns=8) -> Figu
 MOSAIC_PIXELS = 600  # data pixels across a feature map mosaic before it wraps into another band
 
 
-def mosaic(tiles, rows, columns):
-    """Tiles (k, h, w) laid out row by row with one blank (NaN) pixel between them."""
+def mosaic(tiles, rows, columns, blank=np.nan):
+    """Tiles (k, h, w) or (k, h, w, 3) laid out row by row with one `blank` pixel between them (NaN: a colour
+    map's "bad" colour; 1: white in a shown image)."""
     tiles = np.asarray(tiles, np.float64)
     h, w = tiles.shape[1:3]
-    out = np.full((rows * (h + 1) - 1, columns * (w + 1) - 1), np.nan)
+    out = np.full((rows * (h + 1) - 1, columns * (w + 1) - 1, *tiles.shape[3:]), blank)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
         out[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = tile
     return out
 
 
-def feature_maps_by_class(inputs, maps, row_labels, layer_name) -> Figure:
-    """One row per input image, one column per channel of a layer's (n, h, w, channels) activations.
+def feature_maps_by_class(inputs, maps, row_labels, layer_name, style=DIGIT_STYLE) -> Figure:
+    """One row per (H, W, C) input image, one column per channel of a layer's (n, h, w, channels) activations.
 
     Each channel is scaled to its own largest value over all rows, so reading down a column compares how
-    strongly that channel responds to each input.
+    strongly that channel responds to each input. `style` is the dataset's, for grey inputs (see `shown_image`).
     """
-    inputs = np.asarray(inputs, np.float64)
-    inputs = inputs.reshape(inputs.shape[:3])
-    input_size = inputs.shape[1]
+    inputs = np.stack([shown_image(image, style) for image in inputs])
+    input_height = inputs.shape[1]
     maps = np.asarray(maps, np.float64)
     n, h, w, channels = maps.shape
     top = np.abs(maps).max(axis=(0, 1, 2))
@@ -244,11 +304,10 @@ def feature_maps_by_class(inputs, maps, row_labels, layer_name) -> Figure:
     fig = Figure(figsize=(width, bands * band_height + 0.8), layout="constrained")
     axes = fig.subplots(bands, 2, squeeze=False, width_ratios=[1, per_band])
     maps_cmap = colormaps["viridis"].with_extremes(bad="white")
-    input_cmap = colormaps["gray_r"].with_extremes(bad="white")
     for band, (input_ax, maps_ax) in enumerate(axes):
         first, last = band * per_band, min(channels, (band + 1) * per_band)
-        input_ax.imshow(mosaic(inputs, n, 1), cmap=input_cmap, vmin=0, vmax=1)
-        input_ax.set_yticks([r * (input_size + 1) + (input_size - 1) / 2 for r in range(n)],
+        input_ax.imshow(mosaic(inputs, n, 1, blank=1.0), cmap="gray", vmin=0, vmax=1)
+        input_ax.set_yticks([r * (input_height + 1) + (input_height - 1) / 2 for r in range(n)],
                             [str(label) for label in row_labels], fontsize=8)
         input_ax.set_xticks([])
         input_ax.set_title("input", fontsize=8)
@@ -268,7 +327,8 @@ def feature_maps_by_class(inputs, maps, row_labels, layer_name) -> Figure:
 
 
 def preprocessing_figure(original, model_input, top, title) -> Figure:
-    """An image as read beside the 28x28 input made from it (white ink on black, as MNIST), and its top classes.
+    """An image as read beside the (H, W, C) input made from it (for a digit-style model white ink on black, as
+    MNIST), drawn as the model sees it, and its top classes.
 
     `top` is [(class name, probability)], most probable first.
     """
@@ -276,8 +336,9 @@ def preprocessing_figure(original, model_input, top, title) -> Figure:
     ax_read, ax_input, ax_top = fig.subplots(1, 3, width_ratios=[1, 1, 1.3])
     ax_read.imshow(original, cmap="gray", vmin=0, vmax=1)
     ax_read.set_title("as read", fontsize=9)
-    ax_input.imshow(np.asarray(model_input).squeeze(), cmap="gray", vmin=0, vmax=1)
-    ax_input.set_title("model input (28x28)", fontsize=9)
+    model_input = np.asarray(model_input)
+    ax_input.imshow(model_input.squeeze(), cmap="gray", vmin=0, vmax=1)
+    ax_input.set_title(f"model input ({model_input.shape[0]}x{model_input.shape[1]})", fontsize=9)
     for ax in (ax_read, ax_input):
         ax.set_xticks([]), ax.set_yticks([])
     names, probabilities = zip(*top)

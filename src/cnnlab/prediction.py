@@ -84,10 +84,16 @@ class Classifier:
         model = check_image_model(load_model(path, safe_mode=safe_mode, compile=False), path, looked_inside=False)
         return cls(model, class_names_for(model, path), name=Path(path).name, style=style_for(model, path))
 
+    @property
+    def mnist_like(self) -> bool:
+        """Whether images are made MNIST-like for this model (a grey digit-style one: a drawing or a photo of a digit
+        is what it reads) rather than fed as they are, resized."""
+        return self.style == DIGIT_STYLE and self.input.channels == 1
+
     def prepare(self, source, preprocess=True, max_pixels=MAX_PIXELS) -> Prepared:
-        """An image file (path, bytes) made into this model's input: MNIST-like for a digit-style model unless
-        `preprocess` is false, else the image as it is, resized to the model's input."""
-        return prepare(source, preprocess and self.style == DIGIT_STYLE, max_pixels, self.input.shape)
+        """An image file (path, bytes) made into this model's input: MNIST-like for a grey digit-style model unless
+        `preprocess` is false, else the image as it is (upright, in the model's colours), resized to its input."""
+        return prepare(source, preprocess and self.mnist_like, max_pixels, self.input.shape)
 
     def probabilities(self, inputs) -> np.ndarray:
         """(N, H, W, C) inputs in [0, 1] -> (N, classes) probabilities."""
@@ -110,12 +116,14 @@ class Classifier:
                 "grad_cam": heat, "grad_cam_layer": conv_layers(self.model)[-1].name}
 
     def summary(self) -> dict:
-        """The architecture as data: layers with their output shapes and parameter counts."""
+        """The architecture as data (layers with their output shapes and parameter counts), and the images it takes
+        (image_shape, style, preprocessing: mnist_like or resize), so that a page can adapt to the model."""
         return {
             "name": self.name,
             "input_shape": list(self.model.input_shape[1:]),
             "image_shape": list(self.input.shape),
             "style": self.style,
+            "preprocessing": "mnist_like" if self.mnist_like else "resize",
             "pixel_scale": self.input.pixel_scale,
             "parameters": int(self.model.count_params()),
             "class_names": self.class_names,

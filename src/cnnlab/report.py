@@ -18,11 +18,12 @@ import keras
 import numpy as np
 
 from . import environment, files, pages, plots
-from .data import Dataset
+from .data import DIGIT_STYLE, Dataset
 from .errors import CnnlabError
 from .evaluation import (confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, scores, top_k,
                          view_probabilities)
 from .explain import grad_cam, saliency
+from .feeding import model_input, to_model
 from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_map_model,
                          load_model, output_list)
 from .model import layer_rows
@@ -32,6 +33,7 @@ from .rundir import RunDir
 SAMPLE_SIZE = 16  # first test images shown with their predictions and explained
 MISTAKES = 8  # most confident mistakes shown and explained
 TOP_K = 3
+THUMBNAIL_PIXELS = 128  # longest side of a mistake's thumbnail PNG (shown 56 pixels high)
 SECTIONS = (  # (id, heading): the page's sections, top to bottom
     ("summary", "Run summary"),
     ("scores", "Scores"),
@@ -111,19 +113,24 @@ def figure_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def thumbnail_uri(image) -> str:
-    """A test image as a small PNG at twice its size, dark on white as in the figures, without matplotlib."""
+def thumbnail_uri(image, style=DIGIT_STYLE) -> str:
+    """An (H, W, C) test image as a small PNG, drawn as the figures draw it (colour as RGB, grey by the dataset's
+    `style`), without matplotlib: at twice its size, sharp on a high-resolution screen, or shrunk to
+    THUMBNAIL_PIXELS on its longest side when that is larger, so that large images keep the page small."""
     from PIL import Image
 
-    pixels = np.uint8(np.round(255 * (1 - np.clip(np.asarray(image).squeeze(), 0, 1))))
-    picture = Image.fromarray(pixels).resize((pixels.shape[1] * 2, pixels.shape[0] * 2), Image.NEAREST)
+    pixels = np.uint8(np.round(255 * plots.shown_image(image, style)))
+    height, width = pixels.shape[:2]
+    zoom = min(2, THUMBNAIL_PIXELS / max(height, width))
+    picture = Image.fromarray(pixels).resize((max(1, round(width * zoom)), max(1, round(height * zoom))),
+                                             Image.NEAREST if zoom >= 1 else Image.LANCZOS)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def architecture(model) -> list:
-    """The layers' rows, each output shape written as model.summary() writes it: (batch, 28, 28, 32)."""
+    """The layers' rows, each output shape written as model.summary() writes it: (batch, height, width, channels)."""
     rows = layer_rows(model)
     for row in rows:
         shape = row["output_shape"]
@@ -159,7 +166,7 @@ def explanation_figure(model, data, indices, probabilities, label):
     titles = [f"#{i}: {data.class_names[p]} {probabilities[i, p]:.0%}\ntrue: {data.class_names[data.y_test[i]]}"
               for i, p in zip(indices, predicted)]
     wrong = predicted != data.y_test[indices]
-    return figure_uri(plots.explanation_grid(data.x_test[indices], cams, saliencies, titles, wrong))
+    return figure_uri(plots.explanation_grid(data.x_test[indices], cams, saliencies, titles, wrong, style=data.style))
 
 
 def one_image_per_class(labels, num_classes) -> list:
@@ -167,12 +174,19 @@ def one_image_per_class(labels, num_classes) -> list:
     return [int(np.flatnonzero(labels == c)[0]) for c in range(num_classes) if np.any(labels == c)]
 
 
+def image_description(shape, style) -> str:
+    """What the images are, for the summary: '24x40 pixels (height x width), grey: white ink on black'."""
+    height, width, channels = shape
+    colours = "colour (RGB)" if channels == 3 else "grey: white ink on black" if style == DIGIT_STYLE else "grey"
+    return f"{height}x{width} pixels (height x width), {colours}"
+
+
 def summary_section(model, data: Dataset, config, metrics) -> dict:
     """Data, machine, durations, architecture and settings: from the run's record, else from here and now."""
     record = metrics if metrics is not None else environment.describe()
     return {
         "dataset": data.name, "source": record.get("data_source", data.source),
-        "sizes": record.get("sizes", data.sizes()),
+        "sizes": record.get("sizes", data.sizes()), "images": image_description(data.image_shape, data.style),
         "layers": architecture(model), "parameters": int(model.count_params()),
         "settings": config.to_dict() if config else None,
         "environment": {key: record[key] for key in ("backend", "device", "python", "platform") if key in record},
@@ -219,7 +233,7 @@ def mistake_rows(data: Dataset, probabilities, mistakes) -> list:
     names = data.class_names
     top_classes, top_probabilities = top_k(probabilities[mistakes], TOP_K)
     return [{
-        "index": int(i), "image": thumbnail_uri(data.x_test[i]), "true": names[data.y_test[i]],
+        "index": int(i), "image": thumbnail_uri(data.x_test[i], data.style), "true": names[data.y_test[i]],
         "predicted": names[classes[0]], "probability": float(probs[0]),
         "top": [(names[c], float(p)) for c, p in zip(classes, probs)],
     } for i, classes, probs in zip(mistakes, top_classes, top_probabilities)]
@@ -228,10 +242,11 @@ def mistake_rows(data: Dataset, probabilities, mistakes) -> list:
 def feature_map_figures(model, data: Dataset) -> list:
     """Every conv layer's feature maps for the first test image of each class, one figure per layer."""
     chosen = one_image_per_class(data.y_test, len(data.class_names))
+    images = data.x_test[chosen]  # only these rows: x_test may be streamed (ScaledImages)
     extractor, layer_names = feature_map_model(model)
-    outputs = output_list(extractor.predict(data.x_test[chosen], verbose=0))
+    outputs = output_list(extractor.predict(to_model(model_input(model), images), verbose=0))
     labels = [f"{data.class_names[data.y_test[i]]} (#{i})" for i in chosen]
-    return [{"layer": name, "uri": figure_uri(plots.feature_maps_by_class(data.x_test[chosen], maps, labels, name))}
+    return [{"layer": name, "uri": figure_uri(plots.feature_maps_by_class(images, maps, labels, name, data.style))}
             for name, maps in zip(layer_names, outputs)]
 
 
@@ -282,10 +297,11 @@ def build_report(model, data: Dataset, out, *, config=None, metrics=None, histor
     page.update(confusion_section(data, predicted))
     steps("test predictions and most confident mistakes")
     page["sample"] = figure_uri(plots.prediction_grid(data.x_test[sample], data.y_test[sample], probabilities[sample],
-                                                      data.class_names))
+                                                      data.class_names, style=data.style))
     page["mistakes"] = mistake_rows(data, probabilities, mistakes)
     steps("filters, trained beside untrained")
-    page["filters"] = [{"layer": layer.name, "uri": figure_uri(filter_figure(layer))} for layer in conv_layers(model)]
+    page["filters"] = [{"layer": layer.name, "uri": figure_uri(filter_figure(layer, first=k == 0))}
+                       for k, layer in enumerate(conv_layers(model))]
     steps("feature maps of one test image per class")
     page["feature_maps"] = feature_map_figures(model, data)
     steps("Grad-CAM and saliency")

@@ -98,7 +98,7 @@ def load_dataset(source="mnist", data_dir=None, validation_split=0.2, seed=42, l
     if kind != "folder":
         splits = {split: (_conformed(x, size, channels), y) for split, (x, y) in splits.items()}
     splits = {split: (x, check_labels(y, names, f"{where} ({split} labels)")) for split, (x, y) in splits.items()}
-    splits = _three_splits(splits, validation_split, test_split, seed, limit_train)
+    splits = _three_splits(splits, validation_split, test_split, seed, limit_train, names)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (splits[s] for s in ("train", "val", "test"))
     return Dataset(name=name, class_names=names, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
                    x_test=x_test, y_test=y_test, source=where, style=style, fingerprint=prints, skipped=skipped,
@@ -127,14 +127,15 @@ def _streamed_or_loaded(found):
     return splits
 
 
-def _three_splits(splits, validation_split, test_split, seed, limit_train):
+def _three_splits(splits, validation_split, test_split, seed, limit_train, class_names):
     """{train, val, test}: the source's own splits, the test split cut off when it has none (also beside a val
     folder), the validation split cut from the training images when it has none; `limit_train` first."""
     if "all" in splits:
         splits["train"] = splits.pop("all")
     if "test" not in splits:
         x, y = splits["train"]
-        kept, cut = split_rows(y, test_split, seed, "test", "change --test-split, or add images")
+        kept, cut = split_rows(y, test_split, seed, "test", "images", "training and validation",
+                               "change --test-split, or add images", class_names)
         splits["train"], splits["test"] = (take(x, kept), y[kept]), (take(x, cut), y[cut])
     x, y = splits["train"]
     if limit_train and limit_train < len(x):
@@ -143,7 +144,8 @@ def _three_splits(splits, validation_split, test_split, seed, limit_train):
         kept, _ = train_test_split(np.arange(len(y)), train_size=limit_train, random_state=seed, stratify=y)
         x, y = take(x, kept), y[kept]
     if "val" not in splits:
-        kept, cut = split_rows(y, validation_split, seed, "validation", "change --validation-split or --limit-train")
+        kept, cut = split_rows(y, validation_split, seed, "validation", "training images", "training",
+                               "change --validation-split or --limit-train", class_names)
         splits["val"], x, y = (take(x, cut), y[cut]), take(x, kept), y[kept]
     splits["train"] = (x, y)
     return splits

@@ -10,20 +10,26 @@
 
 Each is looked for in: --data-dir, $CNNLAB_DATA_DIR, Keras's cache (~/.keras/datasets, so that what
 keras.datasets downloaded is reused), Debian's folder, cnnlab's cache ($CNNLAB_CACHE_DIR, default Keras's).
-A download is verified (SHA-256) before it takes its place: a failed, corrupt or killed download leaves
-nothing that a later search could mistake for data. $CNNLAB_MIRROR serves every file from another address
-(a local mirror; the tests serve real-format files from 127.0.0.1).
+A dataset's files are all verified (SHA-256) before any takes its place: a failed, corrupt or killed download
+leaves nothing that a later search could mistake for data, or for a broken copy. A download that receives nothing
+for DOWNLOAD_TIMEOUT_S (30) seconds fails. $CNNLAB_MIRROR serves every file from another address, laid out as
+cnnlab's cache is (MIRROR/mnist.npz, MIRROR/kmnist/t10k-labels-idx1-ubyte.gz...: Fashion-MNIST and KMNIST name
+their files alike), so that a copy of a cache can be served; the tests serve real-format files from 127.0.0.1.
 
 EMNIST is not in the list: its only distribution is one 536 MB archive of all six splits. Download it once and
 pass its letters IDX files as a folder: `--dataset path/to/emnist-letters --class-names a,b,...`.
 """
 
+import contextlib
 import hashlib
+import http.client
 import io
 import os
 import pickle
 import tarfile
+import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,12 +142,14 @@ def _read_mnist_npz(folder, name):
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """CIFAR's batches are pickled dicts of NumPy arrays: only NumPy's array reconstruction may run (a file that
-    asks for anything else is refused, as Keras's own loader does)."""
+    """CIFAR's batches are pickled dicts of NumPy arrays: only what rebuilds arrays and byte strings may run (a file
+    that asks for anything else is refused, as Keras's own loader does). NumPy 1 and 2 name their modules apart;
+    protocol 5 rebuilds arrays with _frombuffer, and Python 3's protocol 2 writes bytes through _codecs.encode."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar")}
+    ALLOWED = {(f"numpy.{core}.{module}", function) for core in ("core", "_core")
+               for module, function in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                                        ("numeric", "_frombuffer"))} | {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -150,12 +158,20 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _cifar_batch(f, where):
+    """(images, labels) of one batch: {b"data": uint8 (N, 3072), each row the 32x32 red, then green, then blue
+    values, b"labels": N labels 0..9}, pickled by Python 2."""
     try:
         batch = _ArrayUnpickler(f, encoding="bytes").load()
-        pixels, labels = np.asarray(batch[b"data"], np.uint8), np.asarray(batch[b"labels"], np.uint8)
-        return pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels  # stored channels-first
-    except (pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError) as e:
+        if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():
+            raise ValueError(f"a {type(batch).__name__}, not a dict of b'data' and b'labels'")
+        pixels, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != (3072,) or labels.shape != (len(pixels),) or \
+                labels.dtype.kind not in "iu" or not np.isin(labels, range(10)).all():
+            raise ValueError(f"data {pixels.dtype} {pixels.shape} and labels {labels.dtype} {labels.shape} are not "
+                             f"N rows of 3,072 bytes and N labels 0..9")
+    except Exception as e:  # a corrupt pickle can raise nearly any exception (the pickle module's docs say so)
         raise DataError(f"{where}: not a CIFAR-10 batch ({e}); delete it to download it again") from None
+    return pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.uint8)  # stored channels-first
 
 
 def _read_cifar(folder, name):
@@ -169,7 +185,7 @@ def _read_cifar(folder, name):
                         if member.isfile() and member.name.rsplit("/", 1)[-1] in sum(CIFAR_BATCHES.values(), []):
                             members[member.name.rsplit("/", 1)[-1]] = _cifar_batch(
                                 io.BytesIO(tar.extractfile(member).read()), f"{archive}:{member.name}")
-            except (tarfile.TarError, OSError, EOFError) as e:
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
                 raise DataError(f"{archive}: not a readable CIFAR-10 archive ({e}); delete it to download it "
                                 f"again") from None
             break
@@ -177,8 +193,9 @@ def _read_cifar(folder, name):
         for batches in (folder / "cifar-10-batches-py", folder / "cifar-10-batches-py-target" / "cifar-10-batches-py"):
             if (batches / "test_batch").is_file():
                 for member in sum(CIFAR_BATCHES.values(), []):
-                    with open(batches / member, "rb") as f:
-                        members[member] = _cifar_batch(f, batches / member)
+                    if (batches / member).is_file():
+                        with open(batches / member, "rb") as f:
+                            members[member] = _cifar_batch(f, batches / member)
                 break
     if not members:
         return None
@@ -255,25 +272,38 @@ def _folder_loader(folder, name):
 
 
 def download(name):
-    """Fetch `name`'s files into the cache, each SHA-256-verified before it takes its place."""
+    """Fetch `name`'s missing files into the cache. Each is SHA-256-verified, and none takes its place before all
+    are: a half-downloaded dataset would stop every later search with its missing files."""
     entry = NAMED[name]
-    mirror = os.environ.get("CNNLAB_MIRROR") or entry.url
+    mirror = os.environ.get("CNNLAB_MIRROR")
+    base = (f"{mirror.rstrip('/')}/{entry.keras_subdir}" if mirror else entry.url).rstrip("/") + "/"
+    fix = ("check that the mirror CNNLAB_MIRROR names holds it, laid out as cnnlab's cache" if mirror else
+           "connect to the internet and try again, or set CNNLAB_MIRROR to a mirror")
     target = cnnlab_cache_dir() / entry.keras_subdir
-    for fname, sha256 in entry.downloads.items():
-        if (target / fname).is_file() and _sha256(target / fname) == sha256:
-            continue
-        url = mirror.rstrip("/") + "/" + fname
-        digest = hashlib.sha256()
-        with files.atomic_path(target / fname) as tmp:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as out:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(block)
-                    out.write(block)
-            if digest.hexdigest() != sha256:
-                raise DataError(f"{url} failed its checksum (SHA-256 {digest.hexdigest()[:16]}..., expected "
-                                f"{sha256[:16]}...), so it was not kept; try again, "
-                                f"or set CNNLAB_MIRROR to another mirror")
+    with contextlib.ExitStack() as verified:  # at its end every file is renamed into place; after an error, none
+        for fname, sha256 in entry.downloads.items():
+            if not ((target / fname).is_file() and _sha256(target / fname) == sha256):
+                _fetch(base + fname, verified.enter_context(files.atomic_path(target / fname)), sha256, fix)
     return target
+
+
+def _fetch(url, path, sha256, fix):
+    """Stream `url` into `path`; a one-line DataError, ending in `fix`, when it fails or fails its checksum."""
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(path, "wb") as out:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+    except (OSError, http.client.HTTPException, ValueError) as e:  # HTTP errors, timeouts, a cut body, a bad URL
+        reason = getattr(e, "reason", e)  # URLError wraps the socket's error
+        detail = (f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else
+                  f"nothing received for {DOWNLOAD_TIMEOUT_S} s" if isinstance(reason, TimeoutError) else
+                  str(reason) or type(reason).__name__)
+        raise DataError(f"cannot download {url} ({detail}); {fix}") from None
+    if digest.hexdigest() != sha256:
+        raise DataError(f"{url} failed its checksum (SHA-256 {digest.hexdigest()[:16]}..., expected "
+                        f"{sha256[:16]}...), so it was not kept; try again, or set CNNLAB_MIRROR to another mirror")
 
 
 def load_arrays(name, data_dir=None, allow_download=True):
@@ -297,16 +327,17 @@ def load_arrays(name, data_dir=None, allow_download=True):
             what = "CIFAR-10 files (cifar-10-python.tar.gz or cifar-10-batches-py/)" if NAMED[name].reader == "cifar" \
                 else "IDX files (train-images-idx3-ubyte[.gz] and the three others)"
             raise DataError(f"no {name} {what} in --data-dir {data_dir}")
-    reason = "downloads disabled"
+    reason, fix = "downloads disabled", "pass --data-dir DIR with its files, or add --download"
     if allow_download:
         try:
             folder = download(name)
             arrays = _folder_loader(folder, name)()
-            if arrays is not None:
-                return arrays, f"downloaded to {folder}"
-        except Exception as e:  # network errors come in many types; all end in the same advice
+            if arrays is None:
+                raise DataError(f"{folder} holds no {name} files after the download")
+            return arrays, f"downloaded to {folder}"
+        except Exception as e:  # download's own errors say what to do; others (a full disk...) are told as they come
             reason = f"download failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-    fix = f"pass --data-dir DIR with its files, or {'connect to the internet' if allow_download else 'add --download'}"
+            fix = "pass --data-dir DIR with its files"
     if NAMED[name].debian_dir:
         fix += f", or install Debian's dataset-{name.replace('_', '-')}"
     raise DataError(f"dataset {name} not found (looked in {'; '.join(looked)}; {reason}); {fix}")

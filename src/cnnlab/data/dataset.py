@@ -153,17 +153,21 @@ def check_labels(labels, class_names, where):
     return labels.astype(np.int64)
 
 
-def split_rows(labels, share, seed, what, fix):
-    """(kept rows, split-off rows): `share` of the images cut off, stratified by class, with `seed`."""
+def split_rows(labels, share, seed, what, pool, rest, fix, class_names=None):
+    """(kept rows, split-off rows): `share` of the `pool` cut off for `what`, stratified by class, with `seed`."""
     from sklearn.model_selection import train_test_split
 
     n, classes = len(labels), len(np.unique(labels))
     cut = math.ceil(n * share)  # as train_test_split counts
+    if min(cut, n - cut) < classes:
+        raise DataError(f"a {what} split of {share} leaves {cut:,} of {n:,} {pool} for {what} and {n - cut:,} for "
+                        f"{rest}; each side needs at least one image per class ({classes}): {fix}")
     counts = np.bincount(labels)
-    if min(cut, n - cut) < classes or counts[counts > 0].min() < 2:
-        raise DataError(f"a {what} split of {share} leaves {cut:,} of {n:,} images for {what} and {n - cut:,} for "
-                        f"the rest; each side needs at least one image of each of the {classes} classes "
-                        f"(the smallest has {counts[counts > 0].min()}): {fix}")
+    lonely = [int(c) for c in np.flatnonzero(counts == 1)]
+    if lonely:
+        names = ", ".join(class_names[c] if class_names else str(c) for c in lonely[:5])
+        raise DataError(f"class(es) {names} have a single image among the {pool}, so the stratified {what} split "
+                        f"cannot put one on each side; add images of them, or remove them")
     return train_test_split(np.arange(n), test_size=share, random_state=seed, stratify=labels)
 
 

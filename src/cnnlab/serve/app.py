@@ -1,14 +1,16 @@
-"""The web app: one page to draw a digit on and watch the network, and the JSON API the page uses.
+"""The web app: one page to upload an image to (or, for a grey digit model, draw a digit on) and watch the network,
+and the JSON API the page uses.
 
 Bad input never costs a 500: a body over the size limit is a 413, a content type the API does not read a
-415, and an image that cannot be read or holds too many pixels a 422, each with {"detail": "why"}.
+415, and a body or an image that cannot be read or holds too many pixels a 422, each with {"detail": "why"}. A
+fault of the server's own is logged with its traceback and answered with a JSON 500; the server goes on serving.
 The model is loaded once; its calls are serialised by the Classifier's lock, while reading and
 preprocessing images runs in parallel, on at most WORKERS threads.
 """
 
 import base64
-import binascii
 import json
+import logging
 import os
 import socket
 import sys
@@ -34,6 +36,7 @@ MAX_PIXELS = 16_000_000  # a server decodes for anyone who can reach it: less th
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/tiff")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 WORKERS = os.cpu_count() or 2  # images decoded at once: bounds the memory a burst of large uploads takes
+log = logging.getLogger(__name__)
 
 IMAGE_BODY = {  # the three ways to send an image, for /docs (the endpoints read the body themselves)
     "requestBody": {
@@ -85,6 +88,33 @@ class LimitBodySize:
         await self.app(scope, counted_receive, send)
 
 
+class LastResort:
+    """ASGI middleware: an exception nothing else answered (a bug, not bad input) is logged with its traceback and
+    answered with a JSON 500, so that the client gets a reason and the server serves the next request."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as e:
+            if started:  # too late to answer: the server logs it and closes the connection
+                raise
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            detail = f"internal error ({type(e).__name__}); the server's log has the details"
+            await JSONResponse({"detail": detail}, 500)(scope, receive, send)
+
+
 async def read_image_bytes(request: Request) -> bytes:
     """The image sent in any of the three accepted ways (see IMAGE_BODY)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -106,13 +136,16 @@ async def read_image_bytes(request: Request) -> bytes:
                 raise TypeError
             if text.startswith("data:"):  # a data URL, as canvas.toDataURL() gives
                 text = text.partition(",")[2]
+        except RecursionError:  # Python's parser recurses once per level: '[' * 100_000 exhausts the stack
+            raise BadRequest(422, 'the JSON body is nested too deeply; it must be {"image": "<base64 PNG or data '
+                                  'URL>"}') from None
         except (ValueError, KeyError, TypeError):
             raise BadRequest(422, 'the JSON body must be {"image": "<base64 PNG or data URL>"}') from None
         try:
             return base64.b64decode(text, validate=True)
-        except binascii.Error:
-            raise BadRequest(422, '"image" is not valid base64; send the file\'s bytes base64-encoded, or a data '
-                                  'URL') from None
+        except ValueError:  # binascii.Error, or a non-ASCII character, which b64decode refuses before decoding
+            raise BadRequest(422, '"image" is not valid base64 (ASCII letters, digits, +, / and =); send the file\'s '
+                                  'bytes base64-encoded, or a data URL') from None
     if media_type in IMAGE_TYPES:
         return await request.body()
     raise BadRequest(415, f"content type {media_type or '(none)'!r} is not read here; send multipart/form-data "
@@ -128,11 +161,16 @@ def validation_error(request, error: RequestValidationError) -> JSONResponse:
 def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS) -> FastAPI:
     """The app for one loaded `prediction.Classifier`."""
     names = classifier.class_names
+    height, width, channels = classifier.input.shape
+    taken = (f"made MNIST-like ({height}x{width}, white ink on black) unless preprocess=false"
+             if classifier.mnist_like else
+             f"fed as they are: upright, {'colour' if channels == 3 else 'grey'}, resized to {height}x{width}")
     app = FastAPI(title="cnnlab",
-                  description=f"Draw or upload a digit and see what {classifier.name} makes of it. "
-                              f"Images: PNG, JPEG, BMP, GIF or TIFF, at most {max_upload_bytes:,} bytes and "
-                              f"{max_pixels:,} pixels.")
+                  description=f"Upload an image{' or draw a digit' if classifier.mnist_like else ''} and see what "
+                              f"{classifier.name} makes of it. Images: PNG, JPEG, BMP, GIF or TIFF, at most "
+                              f"{max_upload_bytes:,} bytes and {max_pixels:,} pixels, {taken}.")
     app.add_middleware(LimitBodySize, max_bytes=max_upload_bytes)
+    app.add_middleware(LastResort)  # added last, so outermost: it also catches LimitBodySize's own faults
     app.add_exception_handler(BadRequest, lambda request, e: JSONResponse({"detail": e.detail}, e.status))
     app.add_exception_handler(RequestValidationError, validation_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -188,14 +226,16 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
     def healthz():
         return {"status": "ok", "model": classifier.name}
 
-    @app.get("/api/model", summary="The model's architecture and class names")
+    @app.get("/api/model", summary="The model's architecture, class names and the images it takes")
     def model_summary():
         return classifier.summary()
 
     @app.post("/api/predict", summary="Class probabilities of an image", openapi_extra=IMAGE_BODY)
     async def predict(request: Request,
-                      preprocess: bool = Query(True, description="make the image MNIST-like first; false for "
-                                                                 "images that already are (28x28, white on black)"),
+                      preprocess: bool = Query(True, description="for a grey digit-style model, make the image "
+                                                                 "MNIST-like first; false for images that already "
+                                                                 "are (the model's size, white ink on black). Other "
+                                                                 "models always get the image as it is, resized"),
                       top_k: int = Query(3, ge=1, le=1000, description="how many of the most probable classes")):
         data = await read_image_bytes(request)
         return await anyio.to_thread.run_sync(predict_image, data, preprocess, min(top_k, len(names)), limiter=workers)

@@ -1,7 +1,9 @@
 """Arrays -> small PNGs (base64) for the page and the JSON API: inputs, feature-map mosaics, Grad-CAM overlays.
 
-PNGs are sent at their natural size (28x28, a mosaic of 14x14 maps...); the page enlarges them without
-smoothing, so each pixel the model saw stays a visible square.
+PNGs are sent at the model's size (the input as it is fed, a mosaic of each layer's maps); the page enlarges
+them without smoothing, so each pixel the model saw stays a visible square. Grey inputs are grey PNGs and colour
+inputs colour ones, shown as the model sees them: a digit-style input is white ink on black because the model takes
+it so, a photo is not inverted.
 """
 
 import base64
@@ -14,7 +16,8 @@ from PIL import Image
 
 from ..plots import mosaic
 
-OVERLAY_SCALE = 4  # Grad-CAM overlays are drawn at 4x: the heat map is smooth, the input's pixels stay crisp
+OVERLAY_SIDE = 112  # Grad-CAM overlays are enlarged a whole number of times to at least this many pixels a side:
+# the heat map is smooth, the input's pixels stay crisp, and a large input is not enlarged
 OVERLAY_OPACITY = 0.55  # of the hottest point; the input shows through everywhere
 
 
@@ -30,8 +33,14 @@ def to_uint8(values) -> np.ndarray:
 
 
 def input_png(image) -> str:
-    """The (28, 28, 1) model input as the model sees it: white ink on black."""
-    return png_base64(to_uint8(np.asarray(image).squeeze()))
+    """An (H, W, 1) or (H, W, 3) model input in [0, 1] as the model sees it: a grey or a colour PNG."""
+    return png_base64(to_uint8(_pixels(image)))
+
+
+def _pixels(image) -> np.ndarray:
+    """(H, W, 1) -> (H, W) grey, (H, W, 3) as it is: the shapes PIL makes grey and RGB images of."""
+    image = np.asarray(image, np.float32)
+    return image[..., 0] if image.shape[-1] == 1 else image
 
 
 def feature_map_png(maps) -> tuple:
@@ -51,11 +60,13 @@ def feature_map_png(maps) -> tuple:
 
 
 def grad_cam_png(image, heat) -> str:
-    """The input (grey, ink white) with the Grad-CAM heat map laid over it in 'jet', stronger where hotter."""
-    image = np.asarray(image, np.float32).squeeze()
-    size = (image.shape[1] * OVERLAY_SCALE, image.shape[0] * OVERLAY_SCALE)
-    base = np.asarray(Image.fromarray(to_uint8(image)).resize(size, Image.Resampling.NEAREST), np.float32) / 255
+    """The (H, W, C) input, as input_png shows it, with the (H, W) Grad-CAM heat map laid over it in 'jet', stronger
+    where hotter; an RGB PNG."""
+    height, width = np.shape(image)[:2]
+    scale = max(1, math.ceil(OVERLAY_SIDE / max(height, width)))
+    size = (width * scale, height * scale)
+    base = Image.fromarray(to_uint8(_pixels(image))).convert("RGB").resize(size, Image.Resampling.NEAREST)
     heat = np.asarray(Image.fromarray(np.asarray(heat, np.float32), "F").resize(size, Image.Resampling.BILINEAR))
     colour = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
     weight = OVERLAY_OPACITY * np.clip(heat, 0, 1)[..., None]
-    return png_base64(to_uint8(base[..., None] * (1 - weight) + colour * weight))
+    return png_base64(to_uint8(np.asarray(base, np.float32) / 255 * (1 - weight) + colour * weight))

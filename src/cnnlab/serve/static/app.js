@@ -1,5 +1,6 @@
 "use strict";
-// Draw on the canvas; while a stroke goes on, /api/predict updates the bars; when it ends, /api/explain
+// Draw on the canvas (grey digit models: the server makes drawings MNIST-like), or upload or photograph an image
+// (any model). While a stroke goes on, /api/predict updates the bars; when it ends, or an image comes, /api/explain
 // adds the feature maps and Grad-CAM. One request at a time: what is asked meanwhile waits, the last ask wins.
 
 const canvas = document.getElementById("canvas");
@@ -9,7 +10,8 @@ const statusLine = document.getElementById("status");
 const INK_WIDTH = 20;  // on the 280 px canvas: about MNIST's pen once a digit is scaled into 20x20
 const LIVE_INTERVAL_MS = 150;
 
-let classNames = [];
+let drawable = true;  // the model reads drawings (GET /api/model: preprocessing mnist_like), else uploads only
+let hint = "Draw a digit with the mouse or a finger.";
 let drawing = false, last = null, drawn = false, lastLive = 0;
 let upload = null;  // an uploaded file is sent as it is, until someone draws over it
 let busy = false, queued = null;
@@ -41,6 +43,7 @@ function stroke(from, to) {
 }
 
 canvas.addEventListener("pointerdown", (event) => {
+  if (!drawable) return;
   event.preventDefault();
   canvas.setPointerCapture(event.pointerId);
   drawing = true;
@@ -71,28 +74,44 @@ canvas.addEventListener("pointercancel", endStroke);
 
 document.getElementById("clear").addEventListener("click", () => {
   blankCanvas();
+  showPreview(null);
   drawn = false;
   upload = null;
   queued = null;
   showEmpty();
-  setStatus("Draw a digit with the mouse or a finger.");
+  setStatus(hint);
 });
 
-document.getElementById("upload").addEventListener("change", async (event) => {
+async function imageChosen(event) {
   const file = event.target.files[0];
   event.target.value = "";
   if (!file) return;
-  blankCanvas();
-  try {  // show it on the canvas (browsers cannot draw TIFF: then the canvas stays white)
-    const bitmap = await createImageBitmap(file);
-    const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
-    const w = bitmap.width * scale, h = bitmap.height * scale;
-    pen.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
-  } catch (error) { /* the server still reads it, or says why not */ }
+  if (drawable) {
+    blankCanvas();
+    try {  // show it on the canvas (browsers cannot draw TIFF: then the canvas stays white)
+      const bitmap = await createImageBitmap(file);
+      const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
+      const w = bitmap.width * scale, h = bitmap.height * scale;
+      pen.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+    } catch (error) { /* the server still reads it, or says why not */ }
+  } else {
+    showPreview(file);
+  }
   upload = file;
   drawn = true;
   ask("explain");
-});
+}
+document.getElementById("upload").addEventListener("change", imageChosen);
+document.getElementById("camera").addEventListener("change", imageChosen);
+
+function showPreview(file) {  // the image as sent, where there is no canvas to show it on
+  const preview = document.getElementById("preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  if (file) preview.src = URL.createObjectURL(file);
+  else preview.removeAttribute("src");
+  preview.hidden = !file;
+}
+document.getElementById("preview").addEventListener("error", (event) => { event.target.hidden = true; });  // TIFF
 
 preprocess.addEventListener("change", () => { if (drawn) ask("explain"); });
 
@@ -120,7 +139,7 @@ async function ask(kind) {
     if (response.ok) {
       showPrediction(answer);
       if (kind === "explain") showExplanation(answer);
-      setStatus(upload ? `Uploaded ${upload.name}.` : "Draw more, or clear and start again.");
+      setStatus(upload ? `Sent ${upload.name}.` : "Draw more, or clear and start again.");
     } else {
       setStatus(answer.detail || `The server answered ${response.status}.`, true);
       showEmpty();
@@ -194,15 +213,39 @@ function showEmpty() {
   }
   for (const id of ["input-image", "grad-cam"]) document.getElementById(id).removeAttribute("src");
   document.getElementById("grad-cam-caption").textContent = "Grad-CAM: where it looked";
-  document.getElementById("feature-maps").innerHTML = '<p class="empty">Draw to see them.</p>';
+  document.getElementById("feature-maps").innerHTML = '<p class="empty">Send an image to see them.</p>';
+}
+
+function adaptTo(model) {  // the page for the images this model takes
+  const [height, width, channels] = model.image_shape;
+  const size = `${height}×${width}`;
+  const colours = channels === 3 ? "colour" : "grey";
+  drawable = model.preprocessing === "mnist_like";
+  document.getElementById("input-caption").textContent = `input, ${size}${channels === 3 ? ", colour" : ""}`;
+  document.getElementById("input-image").alt = `the ${size} ${colours} input the model is given`;
+  if (drawable) {
+    document.getElementById("input-note").textContent = "The input is your drawing or image as MNIST digits " +
+      `are made: white ink on black, fitted into a box and centred by its centre of mass in ${size}.`;
+    return;
+  }
+  hint = "Upload an image, or take a photo.";
+  document.getElementById("tagline").textContent = "upload an image and watch the network think";
+  document.getElementById("draw-title").textContent = "Your image";
+  document.getElementById("no-drawing").textContent =
+    `This model takes ${size} ${colours} images, not drawings: upload one, or take a photo.`;
+  document.getElementById("input-note").textContent = `The input is your image as the model takes it: ` +
+    `upright, in ${colours}, resized to ${size}.`;
+  for (const id of ["canvas", "preprocess-option"]) document.getElementById(id).hidden = true;
+  document.getElementById("no-drawing").hidden = false;
+  setStatus(hint);
 }
 
 async function start() {
   blankCanvas();
   try {
     const model = await (await fetch("/api/model")).json();
-    classNames = model.class_names;
-    buildBars(classNames);
+    adaptTo(model);
+    buildBars(model.class_names);
     document.getElementById("model").textContent =
       `${model.name}: ${model.parameters.toLocaleString("en")} parameters, conv layers ${model.conv_layers.join(", ")}`;
   } catch (error) {
