@@ -27,7 +27,7 @@ install-dev: $(VENV)/.dev-installed
 browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
-	  echo "chromium not installed: browser tests will be skipped"; }
+	  echo "chromium not installed: browser tests will be skipped (and fail under CI=true)"; }
 
 # Fashion-MNIST for the tests, from Debian's package (an offline copy); root on Debian installs it.
 datasets:

@@ -18,13 +18,14 @@ the variants taking turns in every round:
   training step          the seed network's fit on arrays in memory, ~200 steps of 32, the first backend call
                          excluded: the rate an input pipeline has to keep up with ("vs step" is epoch 2's rate / it)
 Every batch is turned into NumPy, as fit would consume it (fit also wraps EpochShuffle, a PyDataset, in tf.data;
-that is not timed here). "reshuffled" says whether epoch 2's order differs from epoch 1's. The PNGs sit in the
-page cache after they are written: decoding is measured, not the disk.
+that is not timed here). "reshuffled" says whether epoch 2's order differs from epoch 1's: image_dataset_from_directory
+shuffles the files before decoding them, so a .cache() after it replays epoch 1's batches in epoch 1's order.
+"of it imports" is the peak before any data: TensorFlow's share. The PNGs sit in the page cache after they are
+written: decoding is measured, not the disk.
 """
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import time

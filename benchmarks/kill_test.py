@@ -56,7 +56,7 @@ def main():
         "by_epochs_done_at_kill": dict(sorted(collections.Counter(r.get("epochs_done_at_kill", -1)
                                                                   for r in records).items())),
         "kills_that_left_temporaries": sum(bool(r.get("leftover_temporaries")) for r in records),
-        "finished_before_kill": sum(bool(r.get("finished_before_kill")) for r in records),
+        "windows_missed_and_retried": sum(r.get("attempts", 1) - 1 for r in records),
         "seed": args.seed, "seconds": round(time.monotonic() - started, 1),
         "window_seconds": {"start-up": round(startup_s, 2), "training": round(training_s, 2)},
     }

@@ -5,6 +5,7 @@ what the user typed and exactly what cnnlab printed (its own lines; TensorFlow's
 """
 
 import contextlib
+import dataclasses
 import gzip
 import io
 import json
@@ -23,6 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from robustness_helpers import FASHION_DIR, MNIST_DIR, Training, make_model_files, write_idx_dataset  # noqa: E402
 
 from cnnlab.cli import main  # noqa: E402
+from cnnlab.data.catalogue import NAMED  # noqa: E402
 
 ROWS = []
 
@@ -85,7 +87,8 @@ def main_script():
         (["--conv-filters", "32,x"], "non-numeric filters"),
         (["--epochs", "ten"], "non-numeric flag"),
         (["--ensemble", "0"], "an ensemble of no network"),
-        (["--dataset", "cifar10"], "unknown dataset"),
+        (["--dataset", "cifra"], "unknown dataset"),
+        (["--dataset", "my-photos/"], "a dataset path that does not exist"),
         (["--limit-train", "20"], "too few images for a validation image of every class"),
     ]:
         shown("train", *([] if "--dataset" in flags else ["--dataset", "digits"]), *flags, note=note)
@@ -194,21 +197,80 @@ def main_script():
     if MNIST_DIR.is_dir():
         shown("data", "fashion_mnist", "--data-dir", MNIST_DIR, note="MNIST files given for Fashion-MNIST")
     if FASHION_DIR.is_dir():
-        mirror = Path("mirror")
-        mirror.mkdir()
+        mirror = Path("mirror") / "fashion-mnist"  # laid out as the cache is
+        mirror.mkdir(parents=True)
         for f in FASHION_DIR.glob("*.gz"):
             shutil.copy(f, mirror / f.name)
         labels = bytearray((mirror / "t10k-labels-idx1-ubyte.gz").read_bytes())
         labels[100] ^= 0xFF
         (mirror / "t10k-labels-idx1-ubyte.gz").write_bytes(bytes(labels))
-        env = {"CNNLAB_MIRROR": mirror.resolve().as_uri(), "KERAS_HOME": "keras-home", "CNNLAB_CACHE_DIR": "cache"}
-        with mock.patch.dict(os.environ, env), mock.patch("cnnlab.data.DEBIAN_DIRS", {}):
+        env = {"CNNLAB_MIRROR": mirror.parent.resolve().as_uri(), "KERAS_HOME": "keras-home",
+               "CNNLAB_CACHE_DIR": "cache"}
+        without_debian = dataclasses.replace(NAMED["fashion_mnist"], debian_dir=None)
+        with mock.patch.dict(os.environ, env), mock.patch.dict(NAMED, {"fashion_mnist": without_debian}):
             shown("data", "fashion_mnist", "--download",
                   note="download whose file fails its checksum (file:// mirror with one flipped byte)")
 
+    your_own_data()
     write_table(REPO / "docs" / "bad-inputs.md")
     print(f"written: {REPO / 'docs' / 'bad-inputs.md'} ({sum(1 for r in ROWS if r[1])} inputs); work folder {work}")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def your_own_data():
+    """Folders, CSV and NPZ files as users bring them, each with one thing wrong."""
+    import numpy as np
+    from image_data import DIGIT_NAMES, digit_arrays, write_class_folders, write_csv
+    from PIL import Image
+
+    section("Your own data: folders, CSV, NPZ")
+    arrays = digit_arrays()
+    x, y = arrays["x_train"][:300], arrays["y_train"][:300]
+    messy = write_class_folders(Path("messy"), x, y, DIGIT_NAMES)
+    (messy / "d3" / "notes.txt").write_text("not an image")
+    (messy / "d3" / ".DS_Store").write_bytes(b"\0\1")
+    good = next((messy / "d5").glob("*.png")).read_bytes()
+    (messy / "d5" / "truncated.png").write_bytes(good[: len(good) // 2])
+    for path in list((messy / "d2").glob("*.png"))[:4]:
+        Image.open(path).resize((40, 30)).save(path)
+    shown("data", "messy", note="a text file, .DS_Store, a truncated PNG and 4 images of another size in class "
+          "folders (stdout shown: not an error)", stdout_starting=("messy", "  "))
+    Path("one-class/cats").mkdir(parents=True)
+    Image.fromarray(x[0]).save("one-class/cats/1.png")
+    shown("data", "one-class", note="one class folder")
+    empty = write_class_folders(Path("with-empty"), x, y, DIGIT_NAMES)
+    (empty / "d10").mkdir()
+    shown("data", "with-empty", note="an empty class folder")
+    split = write_class_folders(Path("split/train"), x, y, DIGIT_NAMES).parent
+    write_class_folders(split / "test", x[:50], y[:50], DIGIT_NAMES)
+    (split / "test" / "cats").mkdir()
+    Image.fromarray(x[0]).save(split / "test" / "cats" / "1.png")
+    shown("data", "split", note="a class in test/ that train/ lacks")
+    Path("broken/a").mkdir(parents=True)
+    Path("broken/b").mkdir(parents=True)
+    for i in range(4):
+        Path(f"broken/{'ab'[i % 2]}/{i}.jpg").write_bytes(b"text, not a JPEG")
+    shown("data", "broken", note="a folder whose images are all undecodable")
+    rows = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(10)])
+    write_class_folders(Path("tiny"), x[rows], y[rows], DIGIT_NAMES)
+    shown("data", "tiny", note="3 images per class: too few for a test image of every class")
+    csv_path = write_csv(Path("digits.csv"), x[:40], y[:40])
+    lines = csv_path.read_text().splitlines()
+    Path("ragged.csv").write_text("\n".join(lines[:5] + [lines[5].rsplit(",", 3)[0]] + lines[6:]) + "\n")
+    shown("data", "ragged.csv", note="a CSV row with 3 pixels missing")
+    Path("text.csv").write_text("\n".join(lines[:7] + [lines[7].replace(",0,", ",dark,", 1)] + lines[8:]) + "\n")
+    shown("data", "text.csv", note="a CSV with text among the pixels")
+    write_csv(Path("wide.csv"), np.pad(x[:40], ((0, 0), (0, 0), (0, 12))), y[:40])
+    shown("data", "wide.csv", note="a CSV of non-square images without --image-size")
+    np.savez("no-labels.npz", x_train=x)
+    shown("data", "no-labels.npz", note="an .npz without y_train")
+    np.savez("channels-first.npz", x_train=np.zeros((10, 3, 8, 8), np.uint8), y_train=np.zeros(10, np.int64))
+    shown("data", "channels-first.npz", note="an .npz of channels-first images")
+    np.savez("digits.npz", x_train=x, y_train=y)
+    shown("data", "digits.npz", "--class-names", "a,b,c", note="labels beyond the class names given")
+    Path("notes.txt").write_text("my notes")
+    shown("data", "notes.txt", note="a file that is no dataset")
+    shown("train", "--dataset", "messy", "--image-size", "0", note="an image size of 0")
 
 
 if __name__ == "__main__":

@@ -21,16 +21,20 @@ def digit_arrays():
     return arrays
 
 
-def coloured(images, seed=0, size=32):
+def coloured(images, seed=0, size=32, contrast=0.35):
     """Grey (N, h, w) uint8 images as colour (N, size, size, 3): each image's ink and background in random colours,
-    so that colour says nothing about the class; padded (or cropped) to `size`."""
+    so that colour says nothing about the class, apart in brightness by at least `contrast` (as a photo's subject
+    stands out of its background); padded (or cropped) to `size`."""
     rng = np.random.default_rng(seed)
     h, w = images.shape[1:3]
     pad = ((0, 0), ((size - h) // 2, size - h - (size - h) // 2), ((size - w) // 2, size - w - (size - w) // 2))
     ink = np.pad(images, pad).astype(np.float32)[..., None] / 255
-    fg = rng.integers(0, 256, (len(images), 1, 1, 3))
-    bg = rng.integers(0, 256, (len(images), 1, 1, 3))
-    return (ink * fg + (1 - ink) * bg).round().astype(np.uint8)
+    luminance = np.array([0.299, 0.587, 0.114])
+    fg, bg = rng.integers(0, 256, (len(images), 3)), rng.integers(0, 256, (len(images), 3))
+    for i in range(len(images)):
+        while abs((fg[i] - bg[i]) @ luminance) < 255 * contrast:
+            fg[i], bg[i] = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    return (ink * fg[:, None, None] + (1 - ink) * bg[:, None, None]).round().astype(np.uint8)
 
 
 def write_class_folders(root, images, labels, class_names, fmt="PNG", **save_options) -> Path:

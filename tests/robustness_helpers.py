@@ -6,6 +6,7 @@ import gzip
 import os
 import subprocess
 import sys
+import shutil
 import threading
 import time
 import zipfile
@@ -267,6 +268,7 @@ def check_after_kill(run_dir):
 
 
 PHASES = ("start-up", "mid-write", "training")
+WINDOW_TRIES = 3
 
 
 def kill_and_recover(workdir, name, rng, startup_s, training_s, phase=None):
@@ -279,20 +281,28 @@ def kill_and_recover(workdir, name, rng, startup_s, training_s, phase=None):
     """
     run_dir = Path(workdir) / name
     phase = phase or rng.choices(PHASES, weights=(1, 1, 3))[0]
-    victim = Training(*KILL_ARGS, "--out", workdir, "--name", name)
-    if phase == "start-up":
-        time.sleep(rng.uniform(0, startup_s))
-    elif phase == "mid-write":
-        victim.wait_for(f"Epoch {rng.randint(1, KILL_EPOCHS)}/")
-        wait_for_a_write(run_dir, victim, rng.choice(["epoch-", "best.keras"]))
+    for attempt in range(1, WINDOW_TRIES + 1):  # a kill that missed its window is tried again, a bounded number
+        victim = Training(*KILL_ARGS, "--out", workdir, "--name", name)
+        if phase == "start-up":
+            time.sleep(rng.uniform(0, startup_s))
+            hit = victim.process.poll() is None
+        elif phase == "mid-write":
+            victim.wait_for(f"Epoch {rng.randint(1, KILL_EPOCHS)}/")
+            hit = wait_for_a_write(run_dir, victim, rng.choice(["epoch-", "best.keras"]))
+        else:
+            victim.wait_for("Epoch 1/")
+            time.sleep(rng.uniform(0, training_s))
+            hit = victim.process.poll() is None
+        moment = time.monotonic() - victim.started
+        victim.process.kill()
+        finished_first = victim.finish() == 0
+        if hit and not finished_first:
+            break
+        shutil.rmtree(run_dir, ignore_errors=True)  # missed: the process had finished, or the write never came
     else:
-        victim.wait_for("Epoch 1/")
-        time.sleep(rng.uniform(0, training_s))
-    moment = time.monotonic() - victim.started
-    victim.process.kill()
-    finished_first = victim.finish() == 0
-    record = {"name": name, "phase": phase, "killed_after_s": round(moment, 2),
-              "finished_before_kill": finished_first, "leftover_temporaries": temporaries(run_dir)}
+        raise AssertionError(f"{name}: the {phase} window was missed {WINDOW_TRIES} times in a row")
+    record = {"name": name, "phase": phase, "killed_after_s": round(moment, 2), "attempts": attempt,
+              "leftover_temporaries": temporaries(run_dir)}
     record["epochs_done_at_kill"] = check_after_kill(run_dir)
     if not (run_dir / "metrics.json").exists():  # killed before the end: training, or evaluating after it
         how = ("--resume", run_dir) if (run_dir / "config.json").exists() else ("--out", workdir, "--name", name)

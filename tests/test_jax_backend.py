@@ -106,3 +106,13 @@ def test_shift_rotation_and_zoom_layers_warn_of_the_stall_on_a_gpu_only(jax_runs
     warning = result["stall_warnings"]["gpu"]
     assert "RandomRotation, RandomTranslation, RandomZoom" in warning and "KERAS_BACKEND=tensorflow" in warning
     assert result["stall_warnings"]["cpu"] is None and result["stall_warning_plain_model"] is None
+
+
+def test_the_scan_checks_that_keras_calls_train_function_as_it_expects(monkeypatch):
+    """The scanned loop replaces Keras's train_function: on a Keras whose JAX trainer calls it otherwise, cnnlab says
+    so and keeps Keras's own loop instead of failing mid-fit."""
+    from cnnlab import training
+
+    assert training.scan_contract_warning() is None  # the Keras installed, within pyproject.toml's bounds
+    monkeypatch.setattr(training, "TRAIN_FUNCTION_CALL", "state = self.train_function(iterator)")
+    assert "training with Keras's own loop" in training.scan_contract_warning()

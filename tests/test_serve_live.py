@@ -155,14 +155,14 @@ def test_a_colour_model_page_takes_an_upload_not_a_drawing(colour_run, colour_fo
                               headers={"Content-Type": "image/png"}).json()
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "serve-colour.png", full_page=True)
-    assert page.locator("#prediction").inner_text().startswith(expected["prediction"]["class"] + " (")
-    assert shown_probabilities(page) == pytest.approx([p["probability"] for p in expected["probabilities"]])
-    assert page.locator("#input-image").evaluate("i => i.naturalWidth") == 32
-    assert page.locator("#input-caption").inner_text() == "input, 32×32, colour"
-    assert page.locator("#preview").evaluate("i => !i.hidden && i.naturalWidth") == 32  # the photo as sent
-    assert page.locator("#status").inner_text() == f"Sent {photo.name}."
-    assert not errors, errors
-    page.close()
+        assert page.locator("#prediction").inner_text().startswith(expected["prediction"]["class"] + " (")
+        assert shown_probabilities(page) == pytest.approx([p["probability"] for p in expected["probabilities"]])
+        assert page.locator("#input-image").evaluate("i => i.naturalWidth") == 32
+        assert page.locator("#input-caption").inner_text() == "input, 32×32, colour"
+        assert page.locator("#preview").evaluate("i => !i.hidden && i.naturalWidth") == 32  # the photo as sent
+        assert page.locator("#status").inner_text() == f"Sent {photo.name}."
+        assert not errors, errors
+        page.close()
 
 
 def test_cnnlab_serve_command(digits_run, tmp_path, capsys):

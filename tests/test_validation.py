@@ -118,9 +118,17 @@ def fake_run(folder, epochs_completed, stopped_early=False, epochs=3, lr_schedul
     return folder
 
 
+def complete(capsys, *argv):
+    """What a resume of a complete run says: one line on stdout, exit 0 (a retry is not a failure)."""
+    assert main(list(argv)) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1, out
+    return out[0].removeprefix("cnnlab: ")
+
+
 def test_resume_refusals(capsys, tmp_path):
     done = fake_run(tmp_path / "done", 3)
-    assert error_of(capsys, "train", "--resume", str(done)) == \
+    assert complete(capsys, "train", "--resume", str(done)) == \
         f"{done} already completed 3 of 3 epochs; raise --epochs to train on"
     pruned = fake_run(tmp_path / "pruned", 3)  # its checkpoint/ deleted to save space: a resume would start afresh
     shutil.rmtree(pruned / "checkpoint")
@@ -129,14 +137,14 @@ def test_resume_refusals(capsys, tmp_path):
         "continue from; its best.keras is kept as it is: start a new run to train again"
     assert (pruned / "best.keras").read_bytes() == b"the trained model"
     stopped = fake_run(tmp_path / "stopped", 2, stopped_early=True)
-    assert error_of(capsys, "train", "--resume", str(stopped), "--epochs", "9") == \
+    assert complete(capsys, "train", "--resume", str(stopped), "--epochs", "9") == \
         f"{stopped} already stopped early after epoch 2 (val_loss stopped improving); there is nothing to resume"
     assert error_of(capsys, "train", "--resume", str(done), "--dropout", "0.1", "--seed", "1") == \
         "--resume continues a run with its own settings; only --epochs and --data-dir may change, not --dropout, --seed"
     assert error_of(capsys, "train", "--resume", str(done), "--name", "other", "--out", str(tmp_path / "elsewhere")) == \
         f"--resume continues {done} in place, with its own settings; drop --out, --name"
     scheduled = fake_run(tmp_path / "scheduled", 2, epochs=2, lr_schedule="one_cycle")
-    assert error_of(capsys, "train", "--resume", str(scheduled)) == f"{scheduled} already completed 2 of 2 epochs; " \
+    assert complete(capsys, "train", "--resume", str(scheduled)) == f"{scheduled} already completed 2 of 2 epochs; " \
         "its one_cycle learning-rate schedule has ended; start a new run to train longer"
     assert error_of(capsys, "train", "--resume", str(scheduled), "--epochs", "6") == \
         f"{scheduled} has a one_cycle learning-rate schedule sized for its 2 epochs, so it cannot resume for 6; " \

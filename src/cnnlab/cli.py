@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 from .config import (COLOR_MODES, DATASETS, FIELDS, JIT_COMPILE, LR_SCHEDULES,  # noqa: E402  (light imports only)
                      PRECISIONS, RECIPES, TEST_TIME_AUGMENTATIONS)
-from .errors import CnnlabError, TrainingInterrupted  # noqa: E402
+from .errors import AlreadyComplete, CnnlabError, TrainingInterrupted  # noqa: E402
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -234,6 +234,7 @@ def training_config(args):
         if changed:
             raise CnnlabError(f"--resume continues a run with its own settings; only --epochs and --data-dir may "
                               f"change, not {', '.join('--' + k.replace('_', '-') for k in changed)}")
+        import_keras_quietly()  # the pipeline imports Keras
         from .pipeline import resume_config
 
         return resume_config(args.resume, **given)
@@ -381,8 +382,8 @@ def command_inspect(args):
         from .prediction import style_for
         from .preprocess import prepare
 
-        digit_style = style_for(model, args.model) == "digits"
-        image = prepare(args.image, preprocess=digit_style and not args.no_preprocess,
+        style = style_for(model, args.model)
+        image = prepare(args.image, preprocess=style == "digits" and not args.no_preprocess,
                         shape=model_input(model, args.model).shape).input
         title = Path(args.image).name
     else:
@@ -391,7 +392,8 @@ def command_inspect(args):
         if not 0 <= args.index < len(data.x_test):
             raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
         image, title = data.x_test[args.index], f"{data.name} test image {args.index}: {data.class_names[data.y_test[args.index]]}"
-    written = inspect_model(model, image, out, title, args.pooling)
+        style = data.style
+    written = inspect_model(model, image, out, title, args.pooling, style)
     print("\n".join(str(p) for p in written))
 
 
@@ -513,6 +515,9 @@ def main(argv=None):
         if args.command not in ("run", "train", "build"):  # those check their settings first, before any import
             import_keras_quietly()
         status = COMMANDS[args.command](args)
+    except AlreadyComplete as e:  # a retried resume: nothing to do is success
+        print(f"cnnlab: {e}")
+        return 0
     except CnnlabError as e:
         if isinstance(e, TrainingInterrupted):
             e.command = args.command  # resume with the command that was running: train, or run

@@ -41,3 +41,8 @@ class TrainingInterrupted(CnnlabError):
 
 class TrainingDiverged(CnnlabError):
     """The loss became NaN or infinite; the last good best model is kept."""
+
+
+class AlreadyComplete(CnnlabError):
+    """A resume of a run that has nothing left to do: not a failure (scripts and schedulers retry), so the CLI says
+    so and exits 0; a Python caller can catch it."""

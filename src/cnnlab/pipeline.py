@@ -254,7 +254,8 @@ def evaluate_model(model, data: Dataset, out_dir=None, test_time_augmentation="n
     if out_dir is not None:
         n = min(GRID_SIZE, len(data.x_test))
         fig = plots.prediction_grid(data.x_test[:n], data.y_test[:n], probabilities[:n], data.class_names,
-                                    title=f"First {n} test images: predicted (probability) and true label; mistakes in red")
+                                    title=f"First {n} test images: predicted (probability) and true label; mistakes in "
+                                          f"red", style=data.style)
         files.save_figure(fig, Path(out_dir) / "predictions.png")
     return result
 
@@ -305,7 +306,7 @@ def run(config: Config, out="runs", name=None, resume=None, verbose=None) -> Run
         metrics.update(evaluate_model(best, data, run_dir.figures, config.test_time_augmentation, per_view))
         index = 0
         inspect_model(best, data.x_test[index], run_dir.figures,
-                      title=f"test image {index}: {data.class_names[data.y_test[index]]}")
+                      title=f"test image {index}: {data.class_names[data.y_test[index]]}", style=data.style)
         metrics["total_seconds"] = round(time.perf_counter() - started, 2)
         files.write_json(run_dir.metrics, metrics)
         report = report_from_run(run_dir.path, model=best, data=data, probabilities=np.mean(per_view, axis=0))

@@ -26,7 +26,7 @@ import numpy as np
 from . import files
 from .config import Config
 from .data import Dataset, keras_cache_dir
-from .errors import CnnlabError, TrainingDiverged, TrainingInterrupted
+from .errors import AlreadyComplete, CnnlabError, TrainingDiverged, TrainingInterrupted
 from .inspection import load_model
 from .rundir import RunDir
 
@@ -299,10 +299,36 @@ def cache_compilations():
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
+# Keras's JAX trainer calls `logs, state = self.train_function(state, iterator)` in fit: the scan replaces that
+# function, so it relies on this call (checked in Keras 3.6 to 3.15; pyproject.toml bounds Keras below 3.16).
+TRAIN_FUNCTION_CALL = "logs, state = self.train_function(state, iterator)"
+
+
+def scan_contract_warning() -> str | None:
+    """Why the scanned loop cannot replace Keras's (the JAX trainer no longer calls train_function as the scan
+    expects), or None when it can."""
+    import inspect
+
+    from keras.src.backend.jax.trainer import JAXTrainer
+
+    try:
+        holds = TRAIN_FUNCTION_CALL in inspect.getsource(JAXTrainer.fit)
+    except (OSError, TypeError):  # no source shipped: cannot check, so do not rely on it
+        holds = False
+    return None if holds else (f"warning: Keras {keras.__version__}'s JAX trainer does not call its train function "
+                               f"as cnnlab's scanned loop expects; training with Keras's own loop (slower on a GPU)")
+
+
 def use_scanned_steps(model) -> bool:
-    """Where the scan applies: JAX, compiled, several steps per call, one device (a distribution shards the data)."""
-    return (keras.backend.backend() == "jax" and model.steps_per_execution > 1 and bool(model.jit_compile)
-            and keras.distribution.distribution() is None)
+    """Where the scan applies: JAX, compiled, several steps per call, one device (a distribution shards the data),
+    and a Keras whose trainer calls train_function as the scan expects (else a warning, and Keras's own loop)."""
+    if not (keras.backend.backend() == "jax" and model.steps_per_execution > 1 and bool(model.jit_compile)
+            and keras.distribution.distribution() is None):
+        return False
+    warning = scan_contract_warning()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    return warning is None
 
 
 def augmentation_stall_warning(model, platform=None) -> str | None:
@@ -342,12 +368,12 @@ def check_resumable(run: RunDir, state, config: Config, tested=False):
         return
     done = state["epochs_completed"]
     if state["stopped_early"]:
-        raise CnnlabError(f"{run.path} already stopped early after epoch {done} ({config.monitor} stopped "
-                          f"improving); there is nothing to resume")
+        raise AlreadyComplete(f"{run.path} already stopped early after epoch {done} ({config.monitor} stopped "
+                              f"improving); there is nothing to resume")
     if done >= config.epochs:
         more = "raise --epochs to train on" if config.lr_schedule == "constant" else \
             f"its {config.lr_schedule} learning-rate schedule has ended; start a new run to train longer"
-        raise CnnlabError(f"{run.path} already completed {done} of {config.epochs} epochs; {more}")
+        raise AlreadyComplete(f"{run.path} already completed {done} of {config.epochs} epochs; {more}")
 
 
 def model_file_bytes(model):

@@ -42,6 +42,8 @@ def source_kind(source) -> str:
         if kind in ("csv", "npz"):
             return kind
         raise DataError(f"{source}: cnnlab reads {SOURCES}, not a {path.suffix or 'suffix-less'} file")
+    if "/" in str(source) or path.suffix or str(source).startswith("~"):
+        raise DataError(f"{source}: no such file or folder; give the path of {SOURCES}, or one of {', '.join(NAMED)}")
     close = difflib.get_close_matches(str(source), NAMED, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     raise DataError(f"unknown dataset {str(source)!r}{hint}: give one of {', '.join(NAMED)}, or the path of {SOURCES}")

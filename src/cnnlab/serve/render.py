@@ -1,9 +1,9 @@
 """Arrays -> small PNGs (base64) for the page and the JSON API: inputs, feature-map mosaics, Grad-CAM overlays.
 
-PNGs are sent at the model's size (the input as it is fed, a mosaic of each layer's maps); the page enlarges
-them without smoothing, so each pixel the model saw stays a visible square. Grey inputs are grey PNGs and colour
-inputs colour ones, shown as the model sees them: a digit-style input is white ink on black because the model takes
-it so, a photo is not inverted.
+Inputs and feature maps are sent at the model's size (the input as it is fed, a mosaic of each layer's maps); the
+page enlarges them without smoothing, so each pixel the model saw stays a visible square. Grey inputs are grey PNGs
+and colour inputs colour ones, shown as the model sees them: a digit-style input is white ink on black because the
+model takes it so, a photo is not inverted.
 """
 
 import base64
