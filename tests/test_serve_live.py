@@ -148,6 +148,11 @@ def test_a_colour_model_page_takes_an_upload_not_a_drawing(colour_run, colour_fo
         assert page.locator("#canvas").is_hidden() and page.locator("#preprocess").is_hidden()
         assert "32×32 colour images, not drawings" in page.locator("#no-drawing").inner_text()
         assert page.locator("#camera").get_attribute("capture") == "environment"
+        assert page.locator("label.camera").is_hidden()  # no touch screen, no camera
+        phone = browser.new_page(has_touch=True, is_mobile=True, viewport={"width": 390, "height": 800})
+        phone.goto(url)
+        assert phone.locator("label.camera").is_visible()
+        phone.close()
         assert page.locator("#probabilities .bar .name").all_text_contents() == DIGIT_NAMES
         page.set_input_files("#upload", photo)
         page.wait_for_function(EXPLAINED, timeout=30_000)

@@ -119,6 +119,17 @@ def survey(paths, limit=None):
     return sizes, grey
 
 
+def _surveyed(paths, entries):
+    """`survey` of these files, kept beside the decoded cache: a folder read again is not opened again."""
+    path = decoded_cache_dir() / "surveys" / f"{_cache_key(entries, None, None)}.json"
+    if path.is_file():
+        found = json.loads(path.read_text(encoding="utf-8"))
+        return collections.Counter({tuple(size): n for size, n in found["sizes"]}), found["grey"]
+    sizes, grey = survey(paths)
+    files.write_json(path, {"sizes": [[list(size), n] for size, n in sizes.items()], "grey": grey})
+    return sizes, grey
+
+
 def decoded_cache_dir() -> Path:
     return cnnlab_cache_dir() / "cnnlab-decoded"
 
@@ -128,10 +139,10 @@ def _cache_key(entries, size, channels):
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def decode_all(paths, size, channels, root):
+def decode_all(paths, entries, size, channels, root):
     """uint8 (N, H, W, C) pixels of `paths` (a memory map of the cache), the rows that decoded, and the failures
-    [{"file", "reason"}]: read from the cache when these very files were decoded before at this size."""
-    entries = file_entries(paths, root)
+    [{"file", "reason"}]: read from the cache when these very files (their `entries`) were decoded before at this
+    size."""
     folder = decoded_cache_dir() / _cache_key(entries, list(size), channels)
     shape = (len(paths), *size, channels)
     if not (folder / "index.json").is_file():
@@ -190,8 +201,9 @@ def read_folder(root, size=None, channels=None):
     if ignored:
         shown = ", ".join(str(p.relative_to(root)) for p in ignored[:3]) + (", ..." if len(ignored) > 3 else "")
         notes.append(f"ignored {len(ignored)} file(s) that are not images in class folders ({shown})")
+    listed_entries = {split: file_entries([path for path, _ in items], root) for split, items in listed.items()}
     if size is None or channels is None:
-        sizes, grey = survey(everything)
+        sizes, grey = _surveyed(everything, [e for entries in listed_entries.values() for e in entries])
         if not sizes:
             raise DataError(f"{root}: none of its {len(everything):,} image files could be read; are they images?")
         if size is None:
@@ -202,14 +214,13 @@ def read_folder(root, size=None, channels=None):
                              f"({common:,} of {sum(sizes.values()):,}); choose another with --image-size")
         if channels is None:
             channels = 1 if grey else 3
-    splits, skipped, entries = {}, [], []
+    splits, skipped = {}, []
     for split, items in listed.items():
         paths = [path for path, _ in items]
-        pixels, decoded, failed = decode_all(paths, size, channels, root)
+        pixels, decoded, failed = decode_all(paths, listed_entries[split], size, channels, root)
         labels = np.array([label for _, label in items], np.int64)
         splits[split] = (pixels, decoded, labels[decoded])
         skipped += failed
-        entries += file_entries(paths, root)
     if len(skipped) > MAX_SKIPPED_SHARE * len(everything):
         raise DataError(f"{root}: {len(skipped):,} of {len(everything):,} images could not be decoded (first: "
                         f"{skipped[0]['file']}: {skipped[0]['reason']}); is it the right folder?")
@@ -217,4 +228,5 @@ def read_folder(root, size=None, channels=None):
         shown = "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
         notes.append(f"skipped {len(skipped)} image(s) that cannot be decoded: {shown}")
     labels = [split[2] for split in splits.values()]
+    entries = [entry for split in listed_entries.values() for entry in split]
     return splits, class_names, fingerprint(entries, labels), skipped, notes
