@@ -180,7 +180,7 @@ def test_a_model_without_conv_layers_is_scored_and_predicted_but_not_looked_insi
     assert main(["predict", str(tmp_path / "mlp.keras"), str(tmp_path / "digit.png"), "--no-preprocess"]) == 0
     assert "Test (" in capsys.readouterr().out
     assert main(["inspect", str(tmp_path / "mlp.keras"), "--dataset", "digits"]) == 2
-    assert "model has no Conv2D layer, so it has no filters or feature maps to show" in capsys.readouterr().err
+    assert "model has no conv layer (Conv2D, SeparableConv2D, DepthwiseConv2D), so it has no filters or feature maps to show" in capsys.readouterr().err
 
 
 def test_untrained_filters_come_from_each_layer_own_initializer():

@@ -16,6 +16,10 @@ import numpy as np
 
 from .errors import ModelFileError
 from .feeding import model_input, to_model
+from .graph import leaf_layers, rebuild
+
+CONV_KINDS = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
+POOL_KINDS = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -140,14 +144,15 @@ def check_image_model(model, path="", looked_inside=True):
     `looked_inside`, one with at least one Conv2D (check_classifier checks its outputs against a dataset)."""
     model_input(model, path)
     if looked_inside and not conv_layers(model):
-        raise ModelFileError(f"{path or model.name}: model has no Conv2D layer, so it has no filters or feature maps "
-                             f"to show; cnnlab evaluate and cnnlab predict take it")
+        raise ModelFileError(f"{path or model.name}: model has no conv layer (Conv2D, SeparableConv2D, "
+                             f"DepthwiseConv2D), so it has no filters or feature maps to show; cnnlab evaluate and "
+                             f"cnnlab predict take it")
     return model
 
 
 def ensemble_members(model) -> list:
     """The whole classifiers an ensemble averages (see model.ensemble_model); none for any other model."""
-    if any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers):
+    if any(isinstance(layer, CONV_KINDS) for layer in model.layers):
         return []
     return [layer for layer in model.layers if isinstance(layer, keras.Model)
             and layer.output_shape == model.output_shape and conv_layers(layer)]
@@ -160,8 +165,9 @@ def network(model):
 
 
 def conv_layers(model):
-    """The Conv2D layers of a model (of an ensemble's first member), in order."""
-    return [layer for layer in network(model).layers if isinstance(layer, keras.layers.Conv2D)]
+    """The conv layers (Conv2D, SeparableConv2D, DepthwiseConv2D) of a model (of an ensemble's first member), in
+    order, inside nested models too (a backbone)."""
+    return [layer for layer in leaf_layers(network(model)) if isinstance(layer, CONV_KINDS)]
 
 
 def filter_images(kernel, input_channel=None, rgb=False):
@@ -185,27 +191,47 @@ def filter_images(kernel, input_channel=None, rgb=False):
     return np.moveaxis(kernel.mean(axis=2), -1, 0), f"mean over the {n_in} input channels"
 
 
+def kernel_and_initializer(layer):
+    """A conv layer's spatial kernel as (kh, kw, in, out) and the initializer it was drawn from: a depthwise
+    layer's (and a separable one's depthwise part) has one filter per input channel, shown as one-channel filters."""
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        kernel, initializer = layer.depthwise_kernel, layer.depthwise_initializer
+    elif isinstance(layer, keras.layers.DepthwiseConv2D):
+        kernel, initializer = layer.kernel, layer.depthwise_initializer
+    else:
+        return layer.kernel, layer.kernel_initializer
+    return kernel, initializer
+
+
+def _as_filters(kernel, layer):
+    kernel = np.asarray(kernel)
+    if isinstance(layer, (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)):
+        kh, kw, channels, multiplier = kernel.shape
+        kernel = kernel.reshape(kh, kw, 1, channels * multiplier)
+    return kernel
+
+
 def trained_kernel(layer):
-    return keras.ops.convert_to_numpy(layer.kernel)
+    return _as_filters(keras.ops.convert_to_numpy(kernel_and_initializer(layer)[0]), layer)
 
 
 def untrained_kernel(layer, seed=0):
     """The same layer's kernel freshly drawn from its own initializer (seeded, when it is random): the kind of
     weights training starts from, so that the figure shows what training changed."""
-    initializer = layer.kernel_initializer
+    kernel, initializer = kernel_and_initializer(layer)
     settings = initializer.get_config()
     fresh = initializer.__class__.from_config({**settings, "seed": seed} if "seed" in settings else settings)
-    return keras.ops.convert_to_numpy(fresh(shape=tuple(layer.kernel.shape)))
+    return _as_filters(keras.ops.convert_to_numpy(fresh(shape=tuple(kernel.shape))), layer)
 
 
 def feature_map_model(model, include_pooling=False):
     """A model that returns the output of every conv layer (and pooling layer, if asked) of `model` (of an
-    ensemble's first member)."""
-    kinds = (keras.layers.Conv2D, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D) if include_pooling \
-        else (keras.layers.Conv2D,)
+    ensemble's first member), inside nested models too, and their names."""
+    kinds = CONV_KINDS + POOL_KINDS if include_pooling else CONV_KINDS
     model = network(model)
-    layers = [layer for layer in model.layers if isinstance(layer, kinds)]
-    return keras.Model(model.inputs, [layer.output for layer in layers]), [layer.name for layer in layers]
+    layers = [layer for layer in leaf_layers(model) if isinstance(layer, kinds)]
+    tapped = rebuild(model, taps=layers)
+    return keras.Model(tapped.input, [tapped.taps[layer] for layer in layers]), [layer.name for layer in layers]
 
 
 def output_list(outputs) -> list:

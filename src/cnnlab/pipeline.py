@@ -266,8 +266,9 @@ def filter_figure(layer, first=False):
     `first`: the model's first conv layer, whose input channels are the image's; a colour image's are drawn in
     colour and per channel.
     """
-    rgb = first and layer.kernel.shape[2] == 3
-    trained, caption = filter_images(trained_kernel(layer), rgb=rgb)
+    kernel = trained_kernel(layer)
+    rgb = first and kernel.shape[2] == 3
+    trained, caption = filter_images(kernel, rgb=rgb)
     untrained, _ = filter_images(untrained_kernel(layer), rgb=rgb)
     return plots.trained_vs_untrained(trained, untrained, layer.name, caption)
 
