@@ -209,7 +209,8 @@ def make_model_files(folder):
 
 KILL_EPOCHS = 3
 KILL_ARGS = ("train", "--dataset", "digits", "--limit-train", "400", "--epochs", str(KILL_EPOCHS), "--patience", "99")
-RUN_FILES = {"config.json", "summary.txt", "history.csv", "best.keras", "metrics.json", "checkpoint", "figures"}
+RUN_FILES = {"config.json", "data.json", "summary.txt", "history.csv", "best.keras", "metrics.json", "checkpoint",
+             "figures"}
 
 
 def calibrate(workdir):

@@ -107,3 +107,18 @@ def test_cnnlab_refuses_lambda_even_where_keras_would_not(models, monkeypatch):
 def test_good_files_load_in_safe_mode(models):
     for name in ("good.keras", "good.h5"):
         assert inspection.check_image_model(inspection.load_model(models[name])).count_params() > 0
+
+
+def test_inspect_draws_the_filters_when_no_dataset_is_at_hand(models, capsys, tmp_path, monkeypatch):
+    """Offline with no MNIST anywhere: the filters need no data, so they are drawn; the feature maps are named as
+    missing, with what to give for them, in one line, and the exit status is 0."""
+    for name in ("KERAS_HOME", "CNNLAB_CACHE_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
+    monkeypatch.setenv("CNNLAB_MIRROR", (tmp_path / "no-mirror").as_uri())
+    assert main(["inspect", str(models["good.h5"]), "--out", str(tmp_path / "figures")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["cnnlab: filters only: dataset mnist not found; for feature maps give --image FILE, or --dataset "
+                   "NAME_OR_PATH (--data-dir DIR)"]
+    drawn = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert drawn and all(name.startswith("filters_") for name in drawn)

@@ -1,7 +1,7 @@
-"""cnnlab: build, train, score and look inside convolutional classifiers of 28x28 grey images.
+"""cnnlab: build, train, score and look inside convolutional image classifiers, on any image-classification data.
 
     import cnnlab
-    config = cnnlab.make_config(dataset="digits", epochs=3)
+    config = cnnlab.make_config(dataset="digits", epochs=3)   # or dataset="path/to/photos/", a .csv, an .npz
     run_dir = cnnlab.run(config)                       # everything, into runs/<name>/
     model = cnnlab.load_model(run_dir.best_model)
     fig = cnnlab.plots.learning_curves(run_dir.read_history())

@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 from .config import (COLOR_MODES, DATASETS, FIELDS, JIT_COMPILE, LR_SCHEDULES,  # noqa: E402  (light imports only)
                      PRECISIONS, RECIPES, TEST_TIME_AUGMENTATIONS)
-from .errors import AlreadyComplete, CnnlabError, TrainingInterrupted  # noqa: E402
+from .errors import AlreadyComplete, CnnlabError, DataError, TrainingInterrupted  # noqa: E402
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -126,8 +126,8 @@ def add_model_options(p, what):
 
 
 def build_parser():
-    parser = Parser(prog="cnnlab", description="Build, train, score and look inside CNN classifiers of 28x28 "
-                    "grey images (MNIST, Fashion-MNIST, your own).")
+    parser = Parser(prog="cnnlab", description="Build, train, score and look inside CNN image classifiers: "
+                    "MNIST, Fashion-MNIST, CIFAR-10, or your own images (a folder of class folders, a CSV, an NPZ).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the whole job: train, evaluate on the test set, draw every figure",
@@ -387,12 +387,20 @@ def command_inspect(args):
                         shape=model_input(model, args.model).shape).input
         title = Path(args.image).name
     else:
-        _, data = model_data(args, model)
-        check_fits_data(model, data, args.model)
-        if not 0 <= args.index < len(data.x_test):
-            raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
-        image, title = data.x_test[args.index], f"{data.name} test image {args.index}: {data.class_names[data.y_test[args.index]]}"
-        style = data.style
+        try:
+            _, data = model_data(args, model)
+        except DataError as e:  # the filters need no data: draw them, and say how to get the feature maps
+            if args.dataset or args.data_dir:  # the data asked for must be there
+                raise
+            data, image, title, style = None, None, None, "digits"
+            print(f"cnnlab: filters only: {str(e).split(' (')[0]}; for feature maps give --image FILE, or --dataset "
+                  f"NAME_OR_PATH (--data-dir DIR)", file=sys.stderr)
+        if data is not None:
+            check_fits_data(model, data, args.model)
+            if not 0 <= args.index < len(data.x_test):
+                raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
+            image = data.x_test[args.index]
+            title, style = f"{data.name} test image {args.index}: {data.class_names[data.y_test[args.index]]}", data.style
     written = inspect_model(model, image, out, title, args.pooling, style)
     print("\n".join(str(p) for p in written))
 

@@ -13,9 +13,9 @@ import numpy as np
 
 from .config import Config, architecture_problem
 from .errors import ConfigError
+from .preprocess import DIGIT_SHAPE
 
 NUM_CLASSES = 10
-INPUT_SHAPE = (28, 28, 1)  # the seed's; build_model takes the data's
 # Keras's default 0.99 keeps the moving variance near its initial 1.0 for hundreds of steps, far from the
 # real ~0.001 of early activations: a model trained for an epoch or two then scores ~45% at inference.
 # 0.9 (PyTorch's default) forgets the initial value within ~50 steps.
@@ -23,7 +23,7 @@ BN_MOMENTUM = 0.9
 
 
 def build_model(config: Config = None, num_classes=NUM_CLASSES, steps_per_epoch=None,
-                input_shape=INPUT_SHAPE) -> keras.Model:
+                input_shape=DIGIT_SHAPE) -> keras.Model:
     """Build and compile the network that `config` describes (the seed network by default) for images of
     `input_shape` (H, W, C) and `num_classes` classes: the conv blocks are the same for any size, the dense head
     takes what the last block leaves.

@@ -275,7 +275,8 @@ def filter_figure(layer, first=False):
 
 def inspect_model(model, image, out_dir, title="input", include_pooling=False, style=DIGIT_STYLE) -> list:
     """Filters (trained beside untrained) and feature maps of every conv layer, and the (H, W, C) `image` they are
-    of, as PNGs in `out_dir`. `style` is the image's dataset's (see `plots.shown_image`)."""
+    of, as PNGs in `out_dir`; the filters alone when `image` is None (they need no data). `style` is the image's
+    dataset's (see `plots.shown_image`)."""
     check_image_model(model)
     members = ensemble_members(model)
     if members:
@@ -290,6 +291,8 @@ def inspect_model(model, image, out_dir, title="input", include_pooling=False, s
 
     for k, layer in enumerate(conv_layers(model)):
         save(filter_figure(layer, first=k == 0), f"filters_{layer.name}")
+    if image is None:
+        return written
     save(plots.input_figure(image, title, style), "feature_maps_input")
     for name, maps in feature_maps(model, image, include_pooling).items():
         save(plots.feature_maps_figure(maps, name), f"feature_maps_{name}")

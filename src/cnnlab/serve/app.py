@@ -5,15 +5,19 @@ Bad input never costs a 500: a body over the size limit is a 413, a content type
 415, and a body or an image that cannot be read or holds too many pixels a 422, each with {"detail": "why"}. A
 fault of the server's own is logged with its traceback and answered with a JSON 500; the server goes on serving.
 The model is loaded once; its calls are serialised by the Classifier's lock, while reading and
-preprocessing images runs in parallel, on at most WORKERS threads.
+preprocessing images runs in parallel, on at most WORKERS threads. /api/predict's images go through the model
+together (`batching`): one call for all the requests waiting. A model too far behind answers 503. `--workers N`
+serves from N processes, each with its own model, for machines with cores to spare (see serve()).
 """
 
 import base64
+import functools
 import json
 import logging
 import os
 import socket
 import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio.to_thread
@@ -29,6 +33,7 @@ from ..errors import CnnlabError, ImageError
 from ..evaluation import top_k
 from ..inspection import check_image_model
 from . import render
+from .batching import Batcher, Busy
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -165,13 +170,23 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
     taken = (f"made MNIST-like ({height}x{width}, white ink on black) unless preprocess=false"
              if classifier.mnist_like else
              f"fed as they are: upright, {'colour' if channels == 3 else 'grey'}, resized to {height}x{width}")
-    app = FastAPI(title="cnnlab",
+    # late-bound: the model call is looked up at each batch, as a direct call would be
+    batch = Batcher(lambda images: classifier.probabilities(images))
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        await anyio.to_thread.run_sync(batch.close)  # the requests still waiting get their answers first
+
+    app = FastAPI(title="cnnlab", lifespan=lifespan,
                   description=f"Upload an image{' or draw a digit' if classifier.mnist_like else ''} and see what "
                               f"{classifier.name} makes of it. Images: PNG, JPEG, BMP, GIF or TIFF, at most "
                               f"{max_upload_bytes:,} bytes and {max_pixels:,} pixels, {taken}.")
     app.add_middleware(LimitBodySize, max_bytes=max_upload_bytes)
     app.add_middleware(LastResort)  # added last, so outermost: it also catches LimitBodySize's own faults
     app.add_exception_handler(BadRequest, lambda request, e: JSONResponse({"detail": e.detail}, e.status))
+    app.add_exception_handler(Busy, lambda request, e: JSONResponse(
+        {"detail": f"the server is busy ({e}); try again in a moment"}, 503, headers={"Retry-After": "1"}))
     app.add_exception_handler(RequestValidationError, validation_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     workers = anyio.CapacityLimiter(WORKERS)
@@ -180,29 +195,26 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
         return {"index": int(index), "class": names[index], "probability": round(float(probability), 6)}
 
     def prepared_input(data, preprocess):
+        """The model input made from the request's image, and the answer's fields made from it alone."""
         try:
-            return classifier.prepare(data, preprocess, max_pixels).input
+            image = classifier.prepare(data, preprocess, max_pixels).input
         except ImageError as e:
             raise BadRequest(422, str(e)) from None
+        return image, {"input": np.round(image.squeeze(), 4).tolist(), "input_png": render.input_png(image)}
 
-    def prediction(image, probabilities, k):
+    def prediction(probabilities, k, shown):
         indices, best = top_k(probabilities[None], k)
         return {
             "prediction": class_entry(indices[0, 0], best[0, 0]),
             "probabilities": [class_entry(i, p) for i, p in enumerate(probabilities)],
             "top_k": [class_entry(i, p) for i, p in zip(indices[0], best[0])],
-            "input": np.round(image.squeeze(), 4).tolist(),
-            "input_png": render.input_png(image),
+            **shown,
         }
-
-    def predict_image(data, preprocess, k):
-        image = prepared_input(data, preprocess)
-        return prediction(image, classifier.probabilities(image[None])[0], k)
 
     def explain_image(data, preprocess, class_index):
         if class_index is not None and class_index >= len(names):
             raise BadRequest(422, f"class_index must be in 0..{len(names) - 1}, not {class_index}")
-        image = prepared_input(data, preprocess)
+        image, shown = prepared_input(data, preprocess)
         found = classifier.explain(image, class_index)
         maps = []
         for layer, activations in found["feature_maps"].items():
@@ -210,13 +222,13 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
             height, width, channels = activations.shape
             maps.append({"layer": layer, "height": height, "width": width, "channels": channels,
                          "columns": columns, "png": png})
-        return {
-            **prediction(image, found["probabilities"], 3),
+        return JSONResponse({
+            **prediction(found["probabilities"], 3, shown),
             "explained": class_entry(found["class_index"], found["probabilities"][found["class_index"]]),
             "feature_maps": maps,
             "grad_cam": {"layer": found["grad_cam_layer"], "heatmap": np.round(found["grad_cam"], 4).tolist(),
                          "png": render.grad_cam_png(image, found["grad_cam"])},
-        }
+        })
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -230,6 +242,8 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
     def model_summary():
         return classifier.summary()
 
+    # The two API endpoints answer with a JSONResponse of plain lists and numbers, the JSON FastAPI would make of
+    # the same dict, without its field-by-field walk through them (jsonable_encoder: a tenth of a predict's time).
     @app.post("/api/predict", summary="Class probabilities of an image", openapi_extra=IMAGE_BODY)
     async def predict(request: Request,
                       preprocess: bool = Query(True, description="for a grey digit-style model, make the image "
@@ -238,7 +252,8 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
                                                                  "models always get the image as it is, resized"),
                       top_k: int = Query(3, ge=1, le=1000, description="how many of the most probable classes")):
         data = await read_image_bytes(request)
-        return await anyio.to_thread.run_sync(predict_image, data, preprocess, min(top_k, len(names)), limiter=workers)
+        image, shown = await anyio.to_thread.run_sync(prepared_input, data, preprocess, limiter=workers)
+        return JSONResponse(prediction(await batch(image), min(top_k, len(names)), shown))
 
     @app.post("/api/explain", summary="Feature maps of every conv layer and a Grad-CAM map, as PNGs",
               openapi_extra=IMAGE_BODY)
