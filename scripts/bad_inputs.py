@@ -142,7 +142,8 @@ def main_script():
         shown("train", "--resume", f"runs/{name}", note="resume after kill -9 (stdout shown)", stdout_starting=progress)
     shown("train", "--resume", "runs/ctrl-c", "--dropout", "0.1", note="--resume with a changed setting")
     shown("train", "--resume", "runs/ctrl-c", "--name", "copy", note="--resume with a new run name")
-    shown("train", "--resume", "runs/ctrl-c", note="--resume of a finished run")
+    shown("train", "--resume", "runs/ctrl-c", note="--resume of a finished run (stdout shown: not an error)",
+          stdout_starting=("cnnlab",))
     shown("train", "--resume", "runs", note="--resume of a folder that is not a run")
     shown("train", "--dataset", "digits", "--out", "runs", "--name", "ctrl-c", note="new run over an existing one")
     shown("train", "--dataset", "digits", "--out", "runs", "--name", "../elsewhere", note="a run name that is a path")

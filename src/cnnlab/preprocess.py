@@ -132,11 +132,10 @@ def is_grey_mode(img) -> bool:
     """Whether a (not yet decoded) image holds grey pixels only, by its mode (and palette)."""
     if img.mode in ("1", "L", "LA", "La", "I", "F") or img.mode.startswith("I;16"):
         return True
-    if img.mode in ("P", "PA"):
-        palette = np.frombuffer(img.palette.tobytes(), np.uint8) if img.palette else np.zeros(0, np.uint8)
-        if img.palette and img.palette.mode == "RGB" and len(palette) % 3 == 0:
-            rgb = palette.reshape(-1, 3)
-            return bool((rgb == rgb[:, :1]).all())
+    if img.mode in ("P", "PA") and img.palette and img.palette.mode in ("RGB", "RGBA"):
+        entries = np.frombuffer(img.palette.tobytes(), np.uint8)
+        rgb = entries[:len(entries) - len(entries) % len(img.palette.mode)].reshape(-1, len(img.palette.mode))[:, :3]
+        return bool((rgb == rgb[:, :1]).all())
     return False
 
 

@@ -59,7 +59,7 @@ def read_csv(path, size=None, class_names=None):
         raw_labels = np.loadtxt(path, delimiter=",", skiprows=1, usecols=[label_column], dtype=str, ndmin=1,
                                 encoding="utf-8-sig")
     except ValueError as e:  # numpy names the row and column: ragged rows, text among the pixels
-        reason = " ".join(str(e).split())
+        reason = " ".join(str(e).split()).rstrip(".")
         raise DataError(f"{path}: {reason}; every row needs a label and {len(pixel_columns)} numeric pixel "
                         f"values") from None
     if not len(values):
