@@ -1,13 +1,22 @@
 """Load test of `cnnlab serve`: N concurrent clients on loopback, 10% malformed requests, bounded, stops by itself.
 
-    python benchmarks/load_test.py [MODEL] [--clients 8] [--requests 300] [--seconds 60]
+    python benchmarks/load_test.py [MODEL] [--clients 1 8] [--requests 300] [--seconds 60]
+    python benchmarks/load_test.py MODEL --before /tmp/before/src --rounds 3   # this checkout against another
+    python benchmarks/load_test.py MODEL --rss 20000                           # memory over 20,000 requests
 
 Starts the server itself (`cnnlab serve MODEL --port 0` on 127.0.0.1; without MODEL it first trains a
-one-epoch model on the offline digits set), then runs two phases with the same clients and the same mix:
-/api/predict and /api/explain. Valid requests are 280x280 canvas drawings of digits; malformed ones are
-each kind of bad input a client sends (not an image, truncated, wrong content type, bad base64, too many
-pixels) and must get a 4xx. Counted as errors: any 5xx, a valid request without a 200, a malformed one
-without a 4xx, a failed connection. Prints a table and writes JSON (benchmarks/results/load_test.json).
+one-epoch model on the offline digits set), sends each endpoint a few untimed requests (the model's first calls
+trace it), then runs a phase per endpoint and number of clients with the same mix: /api/predict and /api/explain.
+Valid requests are 280x280 canvas drawings of digits; malformed ones are each kind of bad input a client sends
+(not an image, truncated, wrong content type, bad base64, too many pixels) and must get a 4xx. Counted as errors:
+any 5xx, a valid request without a 200, a malformed one without a 4xx, a failed connection.
+
+With --before, the same phases also run on a server of another copy of cnnlab (its src/ folder), each server in a
+fresh process, the two taking turns round by round, and the report gives after/before ratios: on a shared machine
+absolute figures move from minute to minute, ratios of back-to-back runs far less. Each phase's 1-minute load
+average is recorded with it. With --rss N, N more /api/predict requests follow each server's first round, its
+resident memory (workers included) sampled every RSS_CHUNK requests. Prints a table and writes JSON
+(benchmarks/results/load_test.json).
 """
 
 import argparse
@@ -19,6 +28,7 @@ import os
 import platform
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +43,9 @@ from cnnlab import files
 
 HOST = "127.0.0.1"  # loopback only, whatever the arguments
 RESULTS = Path(__file__).resolve().parent / "results"
+ENDPOINTS = ("predict", "explain")
+WARMUP = 32  # untimed valid requests to each endpoint of a freshly started server
+RSS_CHUNK = 1000
 
 
 def canvas_drawings(count=20):
@@ -61,13 +74,29 @@ def malformed_requests(drawing):
     ]
 
 
-def start_server(model, log_path):
+def source_env(source):
+    """The environment of a server run from `source` (another copy of cnnlab's src/ folder), else from this one."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if source:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(source).resolve()), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def served_from(env):
+    """The cnnlab package a server with this environment imports: proof that --before serves the other copy."""
+    found = subprocess.run([sys.executable, "-c", "import cnnlab; print(cnnlab.__file__)"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    return str(Path(found.stdout.strip()).parent)
+
+
+def start_server(model, log_path, env, workers=1):
     """`cnnlab serve MODEL --port 0` in a child process; returns it and its URL (from the line it prints)."""
     log = open(log_path, "w")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(model), "--host", HOST, "--port", "0"],
-                               stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 120
+    command = [sys.executable, "-m", "cnnlab", "serve", str(model), "--host", HOST, "--port", "0"]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         found = re.search(r"at (http://\S+/) ", Path(log_path).read_text())
         if found:
@@ -81,7 +110,30 @@ def start_server(model, log_path):
             raise SystemExit(f"the server exited with {process.returncode}:\n{Path(log_path).read_text()[-2000:]}")
         time.sleep(0.2)
     process.terminate()
-    raise SystemExit("the server did not start within 120 s")
+    raise SystemExit("the server did not start within 180 s")
+
+
+def stop_server(process):
+    process.send_signal(signal.SIGINT)  # as Ctrl-C: with --workers, the workers stop too
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
+def tree_rss_mib(pid) -> float:
+    """Resident memory of a process and all its descendants (a server's workers), in MiB (Linux's /proc)."""
+    total, todo = 0, [pid]
+    while todo:
+        process = todo.pop()
+        try:
+            total += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{process}/status").read_text()).group(1))
+            for task in Path(f"/proc/{process}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except (OSError, AttributeError):  # gone meanwhile, or a zombie without VmRSS
+            continue
+    return total / 1024
 
 
 async def run_phase(url, endpoint, drawings, malformed, clients, requests, seconds, share_malformed, seed):
@@ -152,47 +204,149 @@ def train_tiny_model(folder):
     return run.best_model
 
 
+def rss_run(process, url, drawings, malformed, clients, requests, seconds, share_malformed):
+    """`requests` /api/predict requests (fewer if `seconds` run out) in chunks of RSS_CHUNK, the server's resident
+    memory sampled before the first and after each chunk: a leak grows it steadily, a warm-up once."""
+    samples = [(0, round(tree_rss_mib(process.pid), 1))]
+    done, statuses, errors, deadline = 0, {}, 0, time.monotonic() + seconds
+    while done < requests and time.monotonic() < deadline:
+        chunk = min(RSS_CHUNK, requests - done)
+        records, _ = asyncio.run(run_phase(url, "predict", drawings, malformed, clients, chunk,
+                                           deadline - time.monotonic(), share_malformed, seed=done))
+        done += len(records)
+        errors += sum(map(is_error, records))
+        for r in records:
+            statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+        samples.append((done, round(tree_rss_mib(process.pid), 1)))
+    middle = next(mib for count, mib in samples if count >= done / 2)
+    return {"requests": done, "clients": clients, "errors": errors, "statuses": statuses,
+            "rss_start_mib": samples[0][1], "rss_end_mib": samples[-1][1], "rss_peak_mib": max(m for _, m in samples),
+            "growth_mib": round(samples[-1][1] - samples[0][1], 1),
+            "growth_second_half_mib": round(samples[-1][1] - middle, 1), "samples": samples}
+
+
+def medians(runs):
+    """{server: {"endpoint@clients": median requests/s, p50, p99 and the summed errors over the rounds}}."""
+    grouped = {}
+    for run in runs:
+        grouped.setdefault(run["server"], {}).setdefault(f"{run['endpoint']}@{run['clients']}", []).append(run)
+    return {server: {case: {"rounds": len(rs), **{k: round(float(np.median([r[k] for r in rs])), 1)
+                                                   for k in ("requests_per_s", "p50_ms", "p99_ms")},
+                            "errors": sum(r["errors"] for r in rs), "server_errors_5xx": sum(
+                                r["server_errors_5xx"] for r in rs)} for case, rs in cases.items()}
+            for server, cases in grouped.items()}
+
+
+def ratios(runs):
+    """after / before of each case, round by round (the two servers of a round ran back to back), and their median:
+    requests/s above 1 and latencies below 1 are better."""
+    by_round = {}
+    for run in runs:
+        by_round.setdefault((run["round"], run["endpoint"], run["clients"]), {})[run["server"]] = run
+    found = {}
+    for (_, endpoint, clients), pair in sorted(by_round.items()):
+        if {"before", "after"} <= set(pair):
+            case = found.setdefault(f"{endpoint}@{clients}", {"requests_per_s": [], "p50_ms": [], "p99_ms": []})
+            for k in case:
+                case[k].append(round(pair["after"][k] / max(pair["before"][k], 1e-9), 2))
+    return {case: {**{k: float(np.median(v)) for k, v in values.items()}, "by_round": values}
+            for case, values in found.items()}
+
+
+def cpu_name():
+    try:
+        found = re.search(r"Model name:\s*(.+)", subprocess.run(["lscpu"], capture_output=True, text=True).stdout)
+        return found.group(1).strip() if found else platform.processor()
+    except OSError:
+        return platform.processor()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", help="saved model to serve (default: train a tiny one on digits)")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[8], help="concurrent clients, one phase for "
+                        "each number given (8)")
     parser.add_argument("--requests", type=int, default=300, help="requests per phase, at most 5000 (300)")
     parser.add_argument("--seconds", type=float, default=60, help="time limit per phase, at most 300 (60)")
     parser.add_argument("--malformed", type=float, default=0.1, help="share of malformed requests (0.1)")
+    parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=list(ENDPOINTS), help="(both)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (`cnnlab serve --workers`; 1)")
+    parser.add_argument("--before", metavar="SRC", help="also serve the model from SRC, another copy of cnnlab's "
+                        "src/ folder (e.g. the previous commit's: git worktree add /tmp/before HEAD~1, then "
+                        "/tmp/before/src), the two servers taking turns, and report after/before ratios")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of every phase on each server, at most 10 (1)")
+    parser.add_argument("--rss", type=int, default=0, metavar="N", help="then send N /api/predict requests "
+                        "(at most 50,000) and report the server's resident memory at their start and end (0: no)")
+    parser.add_argument("--rss-seconds", type=float, default=300, help="time limit of --rss, at most 900 (300)")
     parser.add_argument("--out", default=str(RESULTS / "load_test.json"), help="JSON results file")
     args = parser.parse_args(argv)
     requests, seconds = min(max(args.requests, 1), 5000), min(max(args.seconds, 1), 300)  # bounded, whatever asked
+    clients_list = [min(max(c, 1), 64) for c in args.clients]
+    rounds, rss_requests = min(max(args.rounds, 1), 10), min(max(args.rss, 0), 50_000)
+    rss_seconds = min(max(args.rss_seconds, 1), 900)
+    servers = {"after": source_env(None)} | ({"before": source_env(args.before)} if args.before else {})
+    sources = {name: served_from(env) for name, env in servers.items()}
+    if args.before and sources["before"] == sources["after"]:
+        raise SystemExit(f"--before {args.before} is not a cnnlab source folder: the server would import "
+                         f"{sources['after']} both times")
 
+    runs, rss = [], {}
+    load_start = os.getloadavg()
+    print(f"cnnlab serve load test: {', '.join(map(str, clients_list))} clients, {args.malformed:.0%} malformed, "
+          f"{os.cpu_count()} CPUs ({cpu_name()}), load average {load_start[0]:.2f}")
+    print(f"{'server':<8}{'round':>6}{'endpoint':>14}{'clients':>8}{'requests':>9}{'req/s':>8}{'p50 ms':>9}"
+          f"{'p99 ms':>9}{'errors':>8}{'5xx':>5}{'load':>6}")
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or train_tiny_model(scratch)
         drawings = canvas_drawings()
         malformed = malformed_requests(drawings[0])
-        server, url = start_server(model, Path(scratch) / "server.log")
-        try:
-            phases = {}
-            for endpoint in ("predict", "explain"):
-                records, elapsed = asyncio.run(run_phase(url, endpoint, drawings, malformed, args.clients, requests,
-                                                         seconds, args.malformed, seed=0))
-                phases[endpoint] = summarise(records, elapsed)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        for round_ in range(1, rounds + 1):
+            order = list(servers) if round_ % 2 else list(servers)[::-1]  # each goes first in turn
+            for name in order:
+                server, url = start_server(model, Path(scratch) / f"{name}.log", servers[name], args.workers)
+                try:
+                    for endpoint in args.endpoints:  # untimed: the model's first calls trace it
+                        asyncio.run(run_phase(url, endpoint, drawings, malformed, max(clients_list), WARMUP, 60, 0,
+                                              seed=1))
+                    for clients in clients_list:
+                        for endpoint in args.endpoints:
+                            load = os.getloadavg()[0]
+                            records, elapsed = asyncio.run(run_phase(url, endpoint, drawings, malformed, clients,
+                                                                     requests, seconds, args.malformed, seed=0))
+                            s = {"server": name, "round": round_, "endpoint": endpoint, "clients": clients,
+                                 "load_average_1min": round(load, 2), **summarise(records, elapsed)}
+                            runs.append(s)
+                            print(f"{name:<8}{round_:>6}{'/api/' + endpoint:>14}{clients:>8}{s['requests']:>9}"
+                                  f"{s['requests_per_s']:>8}{s['p50_ms']:>9}{s['p99_ms']:>9}{s['errors']:>8}"
+                                  f"{s['server_errors_5xx']:>5}{load:>6.2f}")
+                    if rss_requests and round_ == 1:
+                        rss[name] = rss_run(server, url, drawings, malformed, max(clients_list), rss_requests,
+                                            rss_seconds, args.malformed)
+                        r = rss[name]
+                        print(f"{name:<8} resident memory over {r['requests']:,} /api/predict requests: "
+                              f"{r['rss_start_mib']} MiB -> {r['rss_end_mib']} MiB (second half "
+                              f"{r['growth_second_half_mib']:+} MiB), {r['errors']} errors")
+                finally:
+                    stop_server(server)
 
-    print(f"\ncnnlab serve load test: {args.clients} clients on {url}, {args.malformed:.0%} malformed, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'endpoint':<13}{'requests':>9}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'malformed':>10}{'errors':>8}{'5xx':>5}")
-    for endpoint, s in phases.items():
-        print(f"{'/api/' + endpoint:<13}{s['requests']:>9}{s['requests_per_s']:>8}{s['p50_ms']:>9}{s['p99_ms']:>9}"
-              f"{s['malformed']:>10}{s['errors']:>8}{s['server_errors_5xx']:>5}")
-    ratio = phases["predict"]["requests_per_s"] / max(phases["explain"]["requests_per_s"], 1e-9)
-    print(f"/api/predict serves {ratio:.1f}x the requests per second of /api/explain")
-    print("malformed answers: " + "; ".join(phases["predict"]["malformed_statuses"]))
-    result = {"clients": args.clients, "requests_per_phase": requests, "seconds_limit": seconds,
-              "malformed_share": args.malformed, "cpus": os.cpu_count(), "platform": platform.platform(),
-              "python": platform.python_version(), "phases": phases, "predict_over_explain_rps": round(ratio, 2)}
+    summary, compared = medians(runs), ratios(runs)
+    if compared:
+        print("after / before (median of the rounds' ratios; requests/s: higher is better, latency: lower):")
+        for case, r in compared.items():
+            print(f"  {case:<14} requests/s {r['requests_per_s']:.2f}x  p50 {r['p50_ms']:.2f}x  p99 {r['p99_ms']:.2f}x")
+    first = next((r for r in runs if r["endpoint"] == "predict"), runs[0])
+    print("malformed answers: " + "; ".join(first["malformed_statuses"]))
+    result = {"machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                          "python": platform.python_version(), "load_average_start": [round(x, 2) for x in load_start],
+                          "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+              "settings": {"clients": clients_list, "requests_per_phase": requests, "seconds_limit": seconds,
+                           "malformed_share": args.malformed, "workers": args.workers, "rounds": rounds,
+                           "warmup_requests": WARMUP, "sources": sources},
+              "summary": summary, "ratios": compared, "rss": rss, "runs": runs}
     files.write_json(args.out, result)
     print(f"Results: {args.out}")
-    return 1 if any(s["errors"] for s in phases.values()) else 0
+    failed = any(r["errors"] for r in runs) or any(r["errors"] for r in rss.values())
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

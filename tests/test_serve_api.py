@@ -1,13 +1,15 @@
 """The web app's JSON API through FastAPI's TestClient: every endpoint, and every kind of bad input as a 4xx."""
 
+import asyncio
 import base64
 import io
+import json
 import logging
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 import keras
 from image_data import DIGIT_NAMES
@@ -279,3 +281,125 @@ def test_a_grey_photo_model_gets_and_shows_photos_as_they_are(tmp_path):
     assert shown.mode == "L" and shown.size == (32, 32)
     np.testing.assert_allclose(np.asarray(shown, np.float32), expected, atol=2)
     np.testing.assert_allclose(np.array(answer["input"]), expected / 255, atol=2 / 255)
+
+
+# Structured fuzzing: bodies that are well-formed JSON or multipart of every shape, not only random bytes, under and
+# over the limits (the client fixture's: 200,000 bytes, 1,000,000 pixels), must get a 200 or a 4xx with a reason.
+PNG = drawing()
+PNG_BASE64 = base64.b64encode(PNG).decode()
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    max_leaves=40)
+image_texts = st.one_of(
+    st.text(max_size=200),
+    st.binary(max_size=400).map(lambda data: base64.b64encode(data).decode()),
+    st.sampled_from([PNG_BASE64, "data:image/png;base64," + PNG_BASE64, "data:,", "data:image/png;base64,", "data:"]),
+    st.tuples(st.integers(0, len(PNG_BASE64)), st.sampled_from(["", "data:image/png;base64,", "data:text/plain,"]))
+      .map(lambda cut: cut[1] + PNG_BASE64[:cut[0]]),  # a PNG cut anywhere: truncated, or not base64-aligned
+    st.integers(0, 2 * MAX_UPLOAD).map(lambda n: "A" * n),  # valid base64 of zeros, under and over the limit
+)
+json_bodies = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"image": json_values | image_texts}, optional={"other": json_values}),
+    st.dictionaries(st.text(max_size=12), json_values, max_size=4)
+      .flatmap(lambda extra: image_texts.map(lambda text: {**extra, "image": text})),
+)
+
+
+def respond_in_kind(response):
+    """A 200 with probabilities, or a 4xx with a one-line reason: never a 5xx (raise_server_exceptions raises it)."""
+    assert response.status_code in (200, 413, 415, 422), response.text
+    event(f"status {response.status_code}")  # --hypothesis-show-statistics: how many got each
+    body = response.json()
+    assert len(body["probabilities"]) == 10 if response.status_code == 200 else isinstance(body["detail"], str)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=json_bodies, cut=st.none() | st.integers(0, 200), endpoint=st.sampled_from(["/api/predict", "/api/explain"]))
+def test_structured_json_bodies_never_cost_a_500(client, body, cut, endpoint):
+    text = json.dumps(body)  # NaN and Infinity too: Python's json reads them
+    content = (text[:cut] if cut is not None else text).encode()
+    respond_in_kind(client.post(endpoint, content=content, headers={"Content-Type": "application/json"}))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(depth=st.integers(1, 120_000), opener=st.sampled_from(["[", '{"image":', '{"a":[', '{"image":{"image":']),
+       closed=st.booleans(), leaf=st.sampled_from(["0", '"x"', json.dumps(PNG_BASE64), ""]))
+def test_deep_json_bodies_under_and_over_the_limits_never_cost_a_500(client, depth, opener, closed, leaf):
+    closer = {"[": "]", '{"image":': "}", '{"a":[': "]}", '{"image":{"image":': "}}"}[opener]
+    content = (opener * depth + leaf + (closer * depth if closed else "")).encode()
+    response = client.post("/api/predict", content=content, headers={"Content-Type": "application/json"})
+    respond_in_kind(response)
+    assert response.status_code == (413 if len(content) > MAX_UPLOAD else 422)  # nothing here is {"image": PNG}
+
+
+part = st.fixed_dictionaries({
+    "name": st.sampled_from(["file", "image", "", 'fi"le', "fi\r\nle", "file\x00"]) | st.text(max_size=12),
+    "filename": st.none() | st.sampled_from(["x.png", "", "../../etc/passwd", 'a"b.png']) | st.text(max_size=20),
+    "type": st.none() | st.sampled_from(["image/png", "text/plain", "application/octet-stream", "", "image/png\r\nX: y"]),
+    "body": st.sampled_from([PNG, PNG[:300], b"", b"--x--"]) | st.binary(max_size=300),
+})
+FILE_PART = {"name": "file", "filename": "x.png", "type": "image/png", "body": PNG}  # as a browser sends it
+text_field = st.builds(lambda name, body: {"name": name, "filename": None, "type": None, "body": body},
+                       st.text(max_size=12), st.binary(max_size=100))
+
+
+@st.composite
+def multipart_bodies(draw):
+    """(Content-Type, body): as a browser frames it (the image and up to 12 text fields: the 10 read, and more), or
+    parts of any name, file name, type and body, a boundary of any printable kind (or none, or another one in the
+    Content-Type), bare newlines, no closing boundary; sometimes padded over the size limit."""
+    if draw(st.booleans()):
+        boundary, newline, closed = draw(st.sampled_from(["x", "----WebKitFormBoundary7MA4YWxkTrZu0gW"])), b"\r\n", True
+        fields = draw(st.lists(text_field, max_size=12))
+        parts = draw(st.permutations([FILE_PART, *fields]))
+    else:
+        boundary = draw(st.text(st.characters(min_codepoint=32, max_codepoint=126, exclude_characters='"'),
+                                min_size=1, max_size=72))
+        newline, closed = draw(st.sampled_from([b"\r\n", b"\n"])), draw(st.booleans())
+        parts = draw(st.lists(part | st.just(FILE_PART), max_size=14))
+    dash, body = b"--" + boundary.encode(), b""
+    for p in parts:
+        disposition = f'form-data; name="{p["name"]}"' + (f'; filename="{p["filename"]}"' if p["filename"] is not None
+                                                          else "")
+        headers = f"Content-Disposition: {disposition}" + (f"\r\nContent-Type: {p['type']}" if p["type"] is not None
+                                                           else "")
+        body += dash + newline + headers.encode() + newline + newline + p["body"] + newline
+    padding = draw(st.just(0) | st.integers(0, 2 * MAX_UPLOAD))
+    said = draw(st.just(f"boundary={boundary}") | st.sampled_from(
+        ["", "boundary=", f'boundary="{boundary}"', f"charset=utf-8; boundary={boundary}", "boundary=other"]))
+    return f"multipart/form-data; {said}", body + (dash + b"--" + newline if closed else b"") + bytes(padding)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(multipart=multipart_bodies(), endpoint=st.sampled_from(["/api/predict", "/api/explain"]))
+def test_structured_multipart_bodies_never_cost_a_500(client, multipart, endpoint):
+    content_type, body = multipart
+    respond_in_kind(client.post(endpoint, content=body, headers={"Content-Type": content_type}))
+
+
+def test_connections_are_not_slowed_by_nagle(tmp_path):
+    """The listening socket says TCP, so asyncio sets TCP_NODELAY on each connection: without it a kept-alive
+    connection's response body waited ~40 ms for the client's delayed ACK of its headers (every load-test request)."""
+    import socket
+
+    from cnnlab.serve import bind
+
+    async def accepted_nodelay():
+        sock = bind("127.0.0.1", 0)
+        seen = asyncio.get_running_loop().create_future()
+
+        def connected(reader, writer):
+            seen.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        try:
+            return await asyncio.wait_for(seen, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) != 0

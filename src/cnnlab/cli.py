@@ -214,6 +214,8 @@ def build_parser():
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=int, default=8000, help="(8000)")
     p.add_argument("--max-upload-mb", type=float, default=5.0, metavar="MB", help="largest request body accepted (5)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes, each with its own copy of "
+                   "the model: for a machine with cores to spare (1)")
     add_unsafe_option(p)
     return parser
 
@@ -485,8 +487,10 @@ def command_serve(args):
 
     if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
         raise CnnlabError(f"--max-upload-mb must be a number of megabytes above 0, not {args.max_upload_mb}")
+    if not 1 <= args.workers <= 64:
+        raise CnnlabError(f"--workers must be in 1..64 (processes; 1 is one process), not {args.workers}")
     serve(args.model, host=args.host, port=args.port, safe_mode=not args.unsafe,
-          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), workers=args.workers)
 
 
 COMMANDS = {"run": command_run, "train": command_run, "build": command_build, "data": command_data,

@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from . import files, plots
@@ -77,7 +78,14 @@ class Classifier:
         self.name = name or model.name
         self.style = style or style_for(model)
         self._lock = threading.Lock()
-        self._feature_maps, self._feature_layers = feature_map_model(model) if conv_layers(model) else (None, [])
+        self._explaining, self._feature_layers = self._explaining_model(model) if conv_layers(model) else (None, [])
+
+    @staticmethod
+    def _explaining_model(model):
+        """image -> [the model's output, every conv layer's output]: explain() gets both from one forward pass."""
+        feature_maps, layers = feature_map_model(model)
+        image = keras.Input(model.input_shape[1:])
+        return keras.Model(image, [model(image), *output_list(feature_maps(image))]), layers
 
     @classmethod
     def load(cls, path, safe_mode=True):
@@ -107,10 +115,10 @@ class Classifier:
         """
         batch = to_model(self.input, np.asarray(image, np.float32)[None])
         with self._lock:
-            probabilities = as_probabilities(self.model.predict_on_batch(batch))[0]
+            outputs, *feature_maps = self._explaining.predict_on_batch(batch)
+            probabilities = as_probabilities(outputs)[0]
             class_index = int(np.argmax(probabilities)) if class_index is None else class_index
-            outputs = output_list(self._feature_maps.predict_on_batch(batch))
-            maps = {name: np.asarray(out[0]) for name, out in zip(self._feature_layers, outputs)}
+            maps = {name: np.asarray(out[0]) for name, out in zip(self._feature_layers, feature_maps)}
             heat = grad_cam(self.model, image, class_index)
         return {"probabilities": probabilities, "class_index": class_index, "feature_maps": maps,
                 "grad_cam": heat, "grad_cam_layer": conv_layers(self.model)[-1].name}

@@ -252,7 +252,8 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
                                                                  "models always get the image as it is, resized"),
                       top_k: int = Query(3, ge=1, le=1000, description="how many of the most probable classes")):
         data = await read_image_bytes(request)
-        image, shown = await anyio.to_thread.run_sync(prepared_input, data, preprocess, limiter=workers)
+        with batch.coming():
+            image, shown = await anyio.to_thread.run_sync(prepared_input, data, preprocess, limiter=workers)
         return JSONResponse(prediction(await batch(image), min(top_k, len(names)), shown))
 
     @app.post("/api/explain", summary="Feature maps of every conv layer and a Grad-CAM map, as PNGs",
@@ -271,8 +272,10 @@ def bind(host="127.0.0.1", port=8000) -> socket.socket:
     if not 0 <= port <= 65535:  # getaddrinfo would wrap 70000 round to 4464
         raise CnnlabError(f"--port must be in 0..65535 (0: any free port), not {port}")
     try:
-        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # with its protocol (TCP) named, asyncio turns Nagle's algorithm off for each connection (TCP_NODELAY), as
+        # it only does for sockets that say TCP: else a response's body waits ~40 ms behind its headers on a kept-alive one
+        sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as e:
@@ -280,20 +283,44 @@ def bind(host="127.0.0.1", port=8000) -> socket.socket:
     return sock
 
 
-def serve(model_path, host="127.0.0.1", port=8000, safe_mode=True, max_upload_bytes=MAX_UPLOAD_BYTES,
-          max_pixels=MAX_PIXELS):
-    """Load the model once and serve the page and the API until Ctrl-C."""
-    import uvicorn
-
+def load_app(model_path, safe_mode=True, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS) -> FastAPI:
+    """The app for a model file: the model loaded, checked and warmed up, so that the first requests do not wait
+    for TensorFlow to trace it (a batch of one, then of any size, and explain: ~0.2 s on 2 cores)."""
     from ..prediction import Classifier
 
-    sock = bind(host, port)  # a busy port fails before the model is loaded, not after
     classifier = Classifier.load(model_path, safe_mode=safe_mode)
     check_image_model(classifier.model, model_path)  # the page shows its feature maps and Grad-CAM
-    app = create_app(classifier, max_upload_bytes, max_pixels)
+    blank = np.zeros((2, *classifier.input.shape), np.float32)
+    classifier.probabilities(blank[:1])
+    classifier.probabilities(blank)
+    classifier.explain(blank[0])
+    return create_app(classifier, max_upload_bytes, max_pixels)
+
+
+def serve(model_path, host="127.0.0.1", port=8000, safe_mode=True, max_upload_bytes=MAX_UPLOAD_BYTES,
+          max_pixels=MAX_PIXELS, workers=1):
+    """Load the model once and serve the page and the API until Ctrl-C.
+
+    With workers > 1, that many processes share the socket, each with its own model (uvicorn's supervisor
+    restarts one that dies). One process's Python runs on one core at a time, so more pay only with cores to
+    spare; on the 2-core machine of benchmarks/README.md, shared with the load test's clients, they do not.
+    """
+    import uvicorn
+
+    sock = bind(host, port)  # a busy port fails before the model is loaded, not after
+    app = load_app(model_path, safe_mode, max_upload_bytes, max_pixels)  # with workers, a bad model fails here once
     if host not in LOOPBACK:
         print(f"cnnlab: warning: listening on {host}, so other computers can use this server", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
-    print(f"Serving {model_path} at http://{shown}:{sock.getsockname()[1]}/ (API docs at /docs); Ctrl-C stops",
-          file=sys.stderr)
-    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    print(f"Serving {model_path} at http://{shown}:{sock.getsockname()[1]}/ (API docs at /docs"
+          f"{f'; {workers} worker processes' if workers > 1 else ''}); Ctrl-C stops", file=sys.stderr)
+    if workers == 1:
+        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    del app  # each worker loads its own
+    factory = functools.partial(load_app, model_path, safe_mode, max_upload_bytes, max_pixels)
+    config = uvicorn.Config(factory, factory=True, workers=workers, log_level="info",
+                            timeout_worker_healthcheck=120)  # a worker imports TensorFlow before it can answer
+    Multiprocess(config, sockets=[sock]).run()
