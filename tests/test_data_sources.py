@@ -10,7 +10,7 @@ from image_data import DIGIT_NAMES, coloured, digit_arrays, write_class_folders,
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.data import DataError, ScaledImages, load_dataset
+from cnnlab.data import ScaledImages, load_dataset
 
 
 @pytest.fixture(scope="module")

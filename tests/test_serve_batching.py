@@ -1,21 +1,29 @@
 """The batcher: concurrent requests share model calls, each gets its own answer, and one bad request fails alone.
 
 First the Batcher with a stand-in model (quick, exact), then the app with the digits run's model, its requests sent
-at once from threads through one TestClient.
+at once from threads through one TestClient, and last `cnnlab serve --workers 2` on a real socket.
 """
 
 import asyncio
 import io
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import httpx
+import keras
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from image_data import digit_arrays
 from PIL import Image
 
+from cnnlab.cli import main
 from cnnlab.serve import app as serve_app
 from cnnlab.serve import create_app
 from cnnlab.serve.batching import Batcher, Busy
@@ -26,8 +34,8 @@ def image(value, shape=(2, 2, 1)):
 
 
 class StandIn:
-    """A model whose row for an image is (its mean, 2 x its mean); it records each call's batch size, can be held
-    at its first call (so that what comes next queues behind it), and fails on any batch with a NaN image."""
+    """A model whose row for an image is (its mean, 2 x its mean); it records each call's batch size, can hold its
+    calls until released (so that what comes next queues behind the first), and fails on a batch with a NaN image."""
 
     def __init__(self, hold=False):
         self.calls, self.entered, self.release = [], threading.Event(), threading.Event()
@@ -140,9 +148,9 @@ def test_an_answer_too_late_is_busy_and_the_next_one_comes():
     batcher.close()
 
 
-def digit_png(index) -> bytes:
-    """scikit-learn's digit `index`, dark on a white 280x280 canvas, as the page sends a drawing."""
-    ink = Image.fromarray(digit_arrays()["x_test"][index]).resize((280, 280), Image.Resampling.BILINEAR)
+def digit_png(pixels) -> bytes:
+    """A (28, 28) uint8 digit, dark on a white 280x280 canvas, as the page sends a drawing."""
+    ink = Image.fromarray(pixels).resize((280, 280), Image.Resampling.BILINEAR)
     out = io.BytesIO()
     Image.fromarray(255 - np.asarray(ink)).save(out, "PNG")
     return out.getvalue()
@@ -154,7 +162,7 @@ def blank_png() -> bytes:
     return out.getvalue()
 
 
-DIGITS = [digit_png(i) for i in range(8)]
+DIGITS = [digit_png(pixels) for pixels in digit_arrays()["x_test"][:8]]  # scikit-learn's digits
 
 
 def post(client, body, kind="image/png"):
@@ -234,3 +242,39 @@ def test_a_model_too_slow_is_a_503_with_retry_after(classifier, monkeypatch):
                                              "again in a moment")
         time.sleep(0.3)  # the held call ends; the next request is answered in time
         assert post(client, DIGITS[0]).status_code == 200
+
+
+def test_workers_serve_from_several_processes_and_stop_together(digits_run, tmp_path, capsys):
+    """`cnnlab serve --workers 2`: a bad count or model is one line before any worker starts; two workers answer
+    concurrent requests as one process does, and Ctrl-C (SIGINT) stops the supervisor and both workers."""
+    model_path = digits_run / "best.keras"
+    assert main(["serve", str(model_path), "--workers", "0"]) == 2
+    assert "--workers must be in 1..64" in capsys.readouterr().err
+    dense = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    dense.save(tmp_path / "dense.keras")
+    assert main(["serve", str(tmp_path / "dense.keras"), "--workers", "2", "--port", "0"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(model_path), "--port", "0",
+                                    "--workers", "2"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while len(re.findall(r"Application startup complete", log.read_text())) < 2:  # each worker says so
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        url = re.search(r"at (http://127\.0\.0\.1:\d+)/", log.read_text()).group(1)
+        with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda body: client.post("/api/predict", content=body,
+                                                             headers={"Content-Type": "image/png"}), DIGITS * 2))
+        assert [a.status_code for a in answers] == [200] * 16
+        for one, again in zip(answers[:8], answers[8:]):  # the same image, whichever worker answered
+            assert [p["probability"] for p in one.json()["probabilities"]] == pytest.approx(
+                [p["probability"] for p in again.json()["probabilities"]], abs=2e-6)
+        workers = [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", log.read_text())]
+        assert len(set(workers)) == 2
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) is not None
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # the supervisor stopped and reaped them

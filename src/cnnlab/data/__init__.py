@@ -20,14 +20,14 @@ from ..errors import DataError
 from .catalogue import (CLASS_NAMES, NAMED, WrongDataset, candidate_places, cnnlab_cache_dir, download, identify,
                         keras_cache_dir, load_arrays)
 from .dataset import (DIGIT_STYLE, PHOTO_STYLE, Dataset, ScaledImages, as_float_images, changes, check_labels,
-                      conform, fingerprint, in_memory_bytes, parse_image_size, scale, split_rows, take)
+                      conform, file_entries, fingerprint, in_memory_bytes, parse_image_size, scale, split_rows, take)
 from .idx import find_idx_files, read_idx, read_idx_folder
 
 __all__ = ["CLASS_NAMES", "NAMED", "DIGIT_STYLE", "PHOTO_STYLE", "Dataset", "DataError", "ScaledImages",
            "WrongDataset", "candidate_places", "changes", "cnnlab_cache_dir", "download", "keras_cache_dir",
            "load_arrays", "load_dataset", "read_idx", "scale", "source_kind", "short_name"]
 SOURCES = "a folder of class folders, a .csv or .npz file, or a folder of IDX files"
-COLOR_MODES = {"grayscale": 1, "rgb": 3}
+CHANNELS = {"grayscale": 1, "rgb": 3}  # of each --color-mode
 
 
 def source_kind(source) -> str:
@@ -59,9 +59,9 @@ def load_dataset(source="mnist", data_dir=None, validation_split=0.2, seed=42, l
     """Load a dataset (a name or a path, see the module docstring), conform its images to `image_size` ('H' or
     'HxW') and `color_mode` (grayscale or rgb) when given, and split it, stratified, with `seed`."""
     size = parse_image_size(image_size)
-    if color_mode is not None and color_mode not in COLOR_MODES:
+    if color_mode is not None and color_mode not in CHANNELS:
         raise DataError(f"color_mode must be grayscale or rgb, not {color_mode!r}")
-    channels = COLOR_MODES.get(color_mode)
+    channels = CHANNELS.get(color_mode)
     kind = source_kind(source)
     name, style, notes, skipped = short_name(source), PHOTO_STYLE, [], []
     if kind == "named":
@@ -75,7 +75,7 @@ def load_dataset(source="mnist", data_dir=None, validation_split=0.2, seed=42, l
                      [str(i) for i in range(int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1)])
         splits = {split: (arrays[f"x_{split}"], arrays[f"y_{split}"]) for split in ("train", "test")}
         where, style = f"IDX files in {Path(source).resolve()}", DIGIT_STYLE
-        prints = fingerprint(_entries(paths.values()), [arrays["y_train"], arrays["y_test"]])
+        prints = fingerprint(file_entries(list(paths.values())), [arrays["y_train"], arrays["y_test"]])
     elif kind == "csv":
         from .table import read_csv
 
@@ -105,12 +105,6 @@ def load_dataset(source="mnist", data_dir=None, validation_split=0.2, seed=42, l
     return Dataset(name=name, class_names=names, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
                    x_test=x_test, y_test=y_test, source=where, style=style, fingerprint=prints, skipped=skipped,
                    notes=notes)
-
-
-def _entries(paths):
-    from .dataset import file_entries
-
-    return file_entries([Path(p) for p in paths])
 
 
 def _conformed(images, size, channels):

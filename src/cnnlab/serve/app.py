@@ -5,7 +5,7 @@ Bad input never costs a 500: a body over the size limit is a 413, a content type
 415, and a body or an image that cannot be read or holds too many pixels a 422, each with {"detail": "why"}. A
 fault of the server's own is logged with its traceback and answered with a JSON 500; the server goes on serving.
 The model is loaded once; its calls are serialised by the Classifier's lock, while reading and
-preprocessing images runs in parallel, on at most WORKERS threads. /api/predict's images go through the model
+preprocessing images runs in parallel, on at most DECODERS threads. /api/predict's images go through the model
 together (`batching`): one call for all the requests waiting. A model too far behind answers 503. `--workers N`
 serves from N processes, each with its own model, for machines with cores to spare (see serve()).
 """
@@ -40,7 +40,7 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_PIXELS = 16_000_000  # a server decodes for anyone who can reach it: less than the CLI's 40 megapixels
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/tiff")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-WORKERS = os.cpu_count() or 2  # images decoded at once: bounds the memory a burst of large uploads takes
+DECODERS = os.cpu_count() or 2  # images decoded at once: bounds the memory a burst of large uploads takes
 log = logging.getLogger(__name__)
 
 IMAGE_BODY = {  # the three ways to send an image, for /docs (the endpoints read the body themselves)
@@ -189,7 +189,7 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
         {"detail": f"the server is busy ({e}); try again in a moment"}, 503, headers={"Retry-After": "1"}))
     app.add_exception_handler(RequestValidationError, validation_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    workers = anyio.CapacityLimiter(WORKERS)
+    decoding = anyio.CapacityLimiter(DECODERS)
 
     def class_entry(index, probability):
         return {"index": int(index), "class": names[index], "probability": round(float(probability), 6)}
@@ -253,7 +253,7 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
                       top_k: int = Query(3, ge=1, le=1000, description="how many of the most probable classes")):
         data = await read_image_bytes(request)
         with batch.coming():
-            image, shown = await anyio.to_thread.run_sync(prepared_input, data, preprocess, limiter=workers)
+            image, shown = await anyio.to_thread.run_sync(prepared_input, data, preprocess, limiter=decoding)
         return JSONResponse(prediction(await batch(image), min(top_k, len(names)), shown))
 
     @app.post("/api/explain", summary="Feature maps of every conv layer and a Grad-CAM map, as PNGs",
@@ -262,7 +262,7 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
                       class_index: int | None = Query(None, ge=0, description="class to explain (default: the "
                                                                                "predicted one)")):
         data = await read_image_bytes(request)
-        return await anyio.to_thread.run_sync(explain_image, data, preprocess, class_index, limiter=workers)
+        return await anyio.to_thread.run_sync(explain_image, data, preprocess, class_index, limiter=decoding)
 
     return app
 
@@ -283,13 +283,19 @@ def bind(host="127.0.0.1", port=8000) -> socket.socket:
     return sock
 
 
-def load_app(model_path, safe_mode=True, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS) -> FastAPI:
-    """The app for a model file: the model loaded, checked and warmed up, so that the first requests do not wait
-    for TensorFlow to trace it (a batch of one, then of any size, and explain: ~0.2 s on 2 cores)."""
+def checked_classifier(model_path, safe_mode=True):
+    """The model file loaded as a Classifier, or a one-line error if the page cannot show it."""
     from ..prediction import Classifier
 
     classifier = Classifier.load(model_path, safe_mode=safe_mode)
     check_image_model(classifier.model, model_path)  # the page shows its feature maps and Grad-CAM
+    return classifier
+
+
+def load_app(model_path, safe_mode=True, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS) -> FastAPI:
+    """The app for a model file: the model loaded, checked and warmed up, so that the first requests do not wait
+    for TensorFlow to trace it (a batch of one, then of any size, and explain: ~0.2 s on 2 cores)."""
+    classifier = checked_classifier(model_path, safe_mode)
     blank = np.zeros((2, *classifier.input.shape), np.float32)
     classifier.probabilities(blank[:1])
     classifier.probabilities(blank)
@@ -301,14 +307,18 @@ def serve(model_path, host="127.0.0.1", port=8000, safe_mode=True, max_upload_by
           max_pixels=MAX_PIXELS, workers=1):
     """Load the model once and serve the page and the API until Ctrl-C.
 
-    With workers > 1, that many processes share the socket, each with its own model (uvicorn's supervisor
-    restarts one that dies). One process's Python runs on one core at a time, so more pay only with cores to
-    spare; on the 2-core machine of benchmarks/README.md, shared with the load test's clients, they do not.
+    With workers > 1, that many processes share the socket, each with its own TensorFlow and model (~0.75 GB each
+    for the seed network, and as much again for uvicorn's supervisor, which checks the model first and restarts a
+    worker that dies). One process's Python runs on one core at a time, so more pay only with cores to spare; on
+    the 2-core machine of benchmarks/README.md, shared with the load test's clients, they do not.
     """
     import uvicorn
 
     sock = bind(host, port)  # a busy port fails before the model is loaded, not after
-    app = load_app(model_path, safe_mode, max_upload_bytes, max_pixels)  # with workers, a bad model fails here once
+    if workers == 1:
+        app = load_app(model_path, safe_mode, max_upload_bytes, max_pixels)
+    else:
+        checked_classifier(model_path, safe_mode)  # a bad model file fails here once, not in each worker in turn
     if host not in LOOPBACK:
         print(f"cnnlab: warning: listening on {host}, so other computers can use this server", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
@@ -319,7 +329,6 @@ def serve(model_path, host="127.0.0.1", port=8000, safe_mode=True, max_upload_by
         return
     from uvicorn.supervisors import Multiprocess
 
-    del app  # each worker loads its own
     factory = functools.partial(load_app, model_path, safe_mode, max_upload_bytes, max_pixels)
     config = uvicorn.Config(factory, factory=True, workers=workers, log_level="info",
                             timeout_worker_healthcheck=120)  # a worker imports TensorFlow before it can answer

@@ -6,7 +6,7 @@ request makes its queued requests wait for each other's calls. The batcher's one
 when the model is free (up to `max_batch`), and while more are being made for it (announced by `coming()`) it waits
 for them, at most `max_wait`: a lone request goes straight through, concurrent ones share a call. On the 2-core
 machine of benchmarks/README.md, 8 clients, waiting at most 16 ms took the mean batch from 1.4 images (no wait) to
-6.5 and requests/s up by 15%: the model call takes 1.5-3 ms there, whatever the batch, with the cores contended.
+6.6 and requests/s up by 16%: the model call takes 1.5-3 ms there, whatever the batch, with the cores contended.
 
 Every request gets its own row or its own error: a batch whose call fails is retried image by image, so one bad
 image fails only its request. Bounded: at most `max_queue` images wait (more is a Busy, the server's 503), and a
