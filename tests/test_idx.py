@@ -134,9 +134,8 @@ def test_broken_gzip_and_missing_files(tmp_path):
         read_idx(tmp_path)
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="no local MNIST copy")
-def test_real_mnist_test_labels():
-    labels = read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
+def test_real_mnist_test_labels(mnist_dir):
+    labels = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
     assert labels.shape == (10000,) and labels.dtype == np.uint8 and set(np.unique(labels)) == set(range(10))
 
 
@@ -214,8 +213,7 @@ def test_explicit_data_dir_without_the_files_is_an_error(homes, tmp_path):
         load_arrays("mnist", data_dir=tmp_path / "empty")
 
 
-@pytest.mark.skipif(not (FASHION_DIR.is_dir() and MNIST_DIR.is_dir()), reason="needs the local MNIST and Fashion-MNIST")
-def test_the_other_dataset_is_told_apart_by_its_test_labels(homes, tmp_path):
+def test_the_other_dataset_is_told_apart_by_its_test_labels(homes, tmp_path, mnist_dir, fashion_dir):
     """Same file names, different datasets: a named folder with the wrong one is an error, a cache is skipped."""
     wrong = tmp_path / "keras_home" / "datasets" / "fashion-mnist"
     wrong.mkdir(parents=True)
@@ -238,13 +236,11 @@ def test_the_other_dataset_is_told_apart_by_its_test_labels(homes, tmp_path):
 
 
 @pytest.fixture
-def mirror(tmp_path, monkeypatch):
-    if not FASHION_DIR.is_dir():
-        pytest.skip("no local Fashion-MNIST to mirror")
+def mirror(tmp_path, monkeypatch, fashion_dir):
     folder = tmp_path / "mirror" / "fashion-mnist"  # a mirror is laid out as the cache
     folder.mkdir(parents=True)
     for name in NAMED["fashion_mnist"].downloads:
-        os.symlink(FASHION_DIR / name, folder / name)
+        os.symlink(fashion_dir / name, folder / name)
     monkeypatch.setenv("CNNLAB_MIRROR", folder.parent.as_uri())
     return folder
 

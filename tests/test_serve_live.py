@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from conftest import missing
 from image_data import DIGIT_NAMES
 from PIL import Image
 
@@ -56,7 +57,7 @@ def server_url(classifier):
 def browser():
     """Headless Chromium (the system's), shared by this module's page tests."""
     if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (make browser installs it)")
+        missing(f"no Chromium at {CHROMIUM} (make browser installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
