@@ -20,30 +20,6 @@ from common import PYTHON, REPO, machine, write_json
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def keras_accuracies(folder):
-    """{(name, suffix): (path, plain Keras's test accuracy)} of the family, trained and saved into `folder`."""
-    import keras
-    import numpy as np
-    from test_model_family import FAMILY, as_trained
-
-    from cnnlab.data import load_dataset
-
-    data = load_dataset("digits")
-    found = {}
-    for name, make in FAMILY.items():
-        keras.utils.set_random_seed(1)
-        model = make()
-        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=name == "logits"),
-                      metrics=["accuracy"])
-        model.fit(as_trained(name, data.x_train), data.y_train, epochs=4, batch_size=32, verbose=0)
-        predicted = np.argmax(model.predict(as_trained(name, data.x_test), verbose=0), axis=1)
-        for suffix in (".keras", ".h5"):
-            path = Path(folder) / f"{name}{suffix}"
-            model.save(path)
-            found[(name, suffix)] = (path, float(np.mean(predicted == data.y_test)))
-    return found
-
-
 def cnnlab_accuracy(src, model, out):
     """`cnnlab evaluate MODEL --dataset digits` with the cnnlab of `src`: its test accuracy, or its error line."""
     env = {**os.environ, "PYTHONPATH": str(Path(src).resolve()), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -63,16 +39,24 @@ def main():
     args = parser.parse_args()
     sources = dict(item.split("=", 1) for item in args.src) or {"after": str(REPO / "src")}
     work = Path(tempfile.mkdtemp(prefix="cnnlab-family-"))
+    from test_model_family import saved_family
+
     rows = []
-    for (name, suffix), (path, keras_accuracy) in keras_accuracies(work).items():
-        row = {"model": name, "format": suffix, "keras": keras_accuracy}
-        for label, src in sources.items():
-            row[label] = cnnlab_accuracy(src, path, work / f"{name}{suffix}-{label}")
-        rows.append(row)
-        shown = "  ".join(f"{label} {v:.2%}" if isinstance(v, float) else f"{label}: {v}"
-                          for label, v in row.items() if label in sources)
-        print(f"{name:20} {suffix:7} keras {keras_accuracy:.2%}  {shown}", flush=True)
+    for name, built in saved_family(work).items():
+        for suffix, path in built["paths"].items():
+            rows.append(score_row(name, suffix, path, built["keras_accuracy"], sources, work))
     write_json(args.json, {"machine": machine(), "sources": sources, "rows": rows})
+
+
+def score_row(name, suffix, path, keras_accuracy, sources, work):
+    """One model file scored by each source tree, printed as it comes."""
+    row = {"model": name, "format": suffix, "keras": keras_accuracy}
+    for label, src in sources.items():
+        row[label] = cnnlab_accuracy(src, path, work / f"{name}{suffix}-{label}")
+    shown = "  ".join(f"{label} {v:.2%}" if isinstance(v, float) else f"{label}: {v}"
+                      for label, v in row.items() if label in sources)
+    print(f"{name:20} {suffix:7} keras {keras_accuracy:.2%}  {shown}", flush=True)
+    return row
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ learning shape); a Rescaling(1/255) first layer trained on 0..255 pixels.
 """
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -74,11 +75,10 @@ def as_trained(name, images):
     return images[..., 0] if name == "input_reshape" else images
 
 
-@pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    """Each model trained for 4 epochs on the digits, saved both ways; and plain Keras's test accuracy."""
+def saved_family(folder):
+    """Each model trained for 4 epochs on the digits and saved both ways into `folder`:
+    {name: {"paths": {".keras": path, ".h5": path}, "keras_accuracy": plain Keras's test accuracy}}."""
     data = load_dataset("digits")
-    folder = tmp_path_factory.mktemp("family")
     built = {}
     for name, make in FAMILY.items():
         keras.utils.set_random_seed(1)
@@ -88,11 +88,16 @@ def family(tmp_path_factory):
         model.fit(as_trained(name, data.x_train), data.y_train, epochs=4, batch_size=32, verbose=0)
         accuracy = float(np.mean(np.argmax(model.predict(as_trained(name, data.x_test), verbose=0), axis=1)
                                  == data.y_test))
-        paths = {suffix: folder / f"{name}{suffix}" for suffix in (".keras", ".h5")}
+        paths = {suffix: Path(folder) / f"{name}{suffix}" for suffix in (".keras", ".h5")}
         for path in paths.values():
             model.save(path)
         built[name] = {"paths": paths, "keras_accuracy": accuracy}
     return built
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    return saved_family(tmp_path_factory.mktemp("family"))
 
 
 @pytest.mark.slow
