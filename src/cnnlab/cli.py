@@ -317,15 +317,18 @@ def model_config(args, model=None):
     return config
 
 
-def model_data(args, model=None):
-    """The config and the dataset to score or feed a model with: the flag's, else the run's own, else mnist; for the
-    run's own, a warning when it changed since the run."""
+def model_data(args, model):
+    """The config and the dataset to score or feed `model` with: the flag's, else the run's own, else mnist; for the
+    run's own, a warning when it changed since the run; a one-line error when its images do not fit the model."""
+    from .feeding import check_fits, model_input
     from .pipeline import load_data
     from .rundir import RunDir, run_config_of
 
     config = model_config(args, model)
     run = RunDir(run_config_of(args.model).parent) if args.dataset is None else None
-    return config, load_data(config, run)
+    data = load_data(config, run)
+    check_fits(model_input(model, args.model), data.image_shape, args.model, f"dataset {data.name}")
+    return config, data
 
 
 def figures_folder(args) -> Path:
@@ -360,16 +363,9 @@ def command_evaluate(args):
     out = files.check_writable(figures_folder(args))
     config, data = model_data(args, model)
     check_classifier(model, len(data.class_names), args.model)
-    check_fits_data(model, data, args.model)
     metrics = evaluate_model(model, data, out, args.test_time_augmentation or config.test_time_augmentation)
     files.write_json(out / "evaluation.json", {"model": str(args.model), "dataset": data.name, **metrics})
     print(f"Figures: {out}")
-
-
-def check_fits_data(model, data, path):
-    from .feeding import check_fits, model_input
-
-    check_fits(model_input(model, path), data.image_shape, path, f"dataset {data.name}")
 
 
 def command_inspect(args):
@@ -398,7 +394,6 @@ def command_inspect(args):
             print(f"cnnlab: filters only: {str(e).split(' (')[0]}; for feature maps give --image FILE, or --dataset "
                   f"NAME_OR_PATH (--data-dir DIR)", file=sys.stderr)
         if data is not None:
-            check_fits_data(model, data, args.model)
             if not 0 <= args.index < len(data.x_test):
                 raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
             image = data.x_test[args.index]
@@ -425,7 +420,6 @@ def command_report(args):
 
     model = load_model(target, safe_mode=not args.unsafe, compile=False)
     config, data = model_data(args, model)
-    check_fits_data(model, data, args.model)
     out = Path(args.out) if args.out else target.with_name(f"{target.stem}-report.html")
     path = report.report_for_model(model, data, out, target,
                                    args.test_time_augmentation or config.test_time_augmentation)

@@ -23,7 +23,6 @@ class Rebuilt:
     input: object  # the fresh keras.Input
     output: object  # the model's output in the new graph
     taps: dict = field(default_factory=dict)  # layer -> its output tensor in the new graph
-    extra_inputs: list = field(default_factory=list)  # Inputs a patch added
 
 
 def leaf_layers(model) -> list:

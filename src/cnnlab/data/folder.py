@@ -35,12 +35,6 @@ DECODE_THREADS = max(2, min(8, os.cpu_count() or 2))  # Pillow's decoders releas
 CACHE_VERSION = 1  # bump when the decoding changes: older caches are then not reused
 
 
-def is_image_folder(path) -> bool:
-    """Whether `path` is a folder of class folders (or of train/ and test/ folders of them)."""
-    path = Path(path)
-    return path.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
-
-
 def _subfolders(folder):
     return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
