@@ -130,3 +130,16 @@ def test_the_report_of_every_family_member_is_whole(family, tmp_path, name):
     assert "Grad-CAM" in page and page.count("data:image/png;base64,") >= 8
     scored = f"{family[name]['keras_accuracy']:.2%}"
     assert scored in page, (name, scored)
+
+
+def test_a_rescaling_after_a_nested_augmentation_block_is_found():
+    """Keras's image-classification tutorial: `data_augmentation` (a Sequential of random layers) then
+    Rescaling(1/255): the model wants 0..255 pixels, though its first layer is the augmentation block."""
+    from cnnlab.feeding import model_input
+
+    augmentation = keras.Sequential([L.RandomFlip("horizontal"), L.RandomRotation(0.1)])
+    inputs = keras.Input((32, 32, 3))
+    x = L.Conv2D(4, 3)(L.Rescaling(1.0 / 255)(augmentation(inputs)))
+    model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling2D()(x)))
+    assert model_input(model).pixel_scale == 255.0
+    assert model_input(keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(2, 3), L.Rescaling(1 / 255)])).pixel_scale == 1.0

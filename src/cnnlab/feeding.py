@@ -77,14 +77,13 @@ def _pixel_scale(model):
 
 
 def _front_layers(model):
-    """The layers an input meets first, in order, entering nested models."""
+    """The layers an input meets first, in order, up to the first that changes values, entering nested models and
+    going on after one that only passes its input through (a tutorial's `data_augmentation` block)."""
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _front_layers(layer)
-            return
-        yield layer
-        if not isinstance(layer, PASS_THROUGH):
-            return
+        for inner in _front_layers(layer) if isinstance(layer, keras.Model) else [layer]:
+            yield inner
+            if not isinstance(inner, PASS_THROUGH):
+                return
 
 
 def to_model(spec: ModelInput, images) -> np.ndarray:
