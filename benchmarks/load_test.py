@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import base64
 import io
+import itertools
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import httpx
@@ -136,7 +138,8 @@ def tree_rss_mib(pid) -> float:
     return total / 1024
 
 
-async def run_phase(url, endpoint, drawings, malformed, clients, requests, seconds, share_malformed, seed):
+async def run_phase(url, endpoint, drawings, malformed, clients, requests, seconds, share_malformed, seed,
+                    client_kind="httpx"):
     """`requests` requests (or fewer, if `seconds` run out first) from `clients` concurrent clients."""
     rng = random.Random(seed)
     plan = []
@@ -152,7 +155,8 @@ async def run_phase(url, endpoint, drawings, malformed, clients, requests, secon
     records, queue = [], list(reversed(plan))
     # made before the clock starts: making an httpx client takes ~20-50 ms of this process's CPU (it reads the CA
     # certificates), which would stall the first requests of the others and make most of a phase's slowest 1%
-    sessions = [httpx.AsyncClient(base_url=url, timeout=30) for _ in range(clients)]
+    sessions = [(httpx.AsyncClient(base_url=url, timeout=30) if client_kind == "httpx" else RawClient(url))
+                for _ in range(clients)]
     deadline = time.monotonic() + seconds
 
     async def client_loop(client):
@@ -163,7 +167,7 @@ async def run_phase(url, endpoint, drawings, malformed, clients, requests, secon
                 try:
                     response = await client.post(f"/api/{endpoint}", content=body, headers={"Content-Type": kind})
                     status = response.status_code
-                except httpx.HTTPError as e:
+                except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError) as e:
                     status = f"{type(e).__name__}"
                 records.append({"group": group, "name": name, "status": status,
                                 "ms": (time.perf_counter() - started) * 1000})
@@ -171,6 +175,36 @@ async def run_phase(url, endpoint, drawings, malformed, clients, requests, secon
     started = time.perf_counter()
     await asyncio.gather(*(client_loop(client) for client in sessions))
     return records, time.perf_counter() - started
+
+
+class RawClient:
+    """A lean HTTP/1.1 keep-alive client over asyncio streams (`--client raw`): a request costs its process ~0.1 ms
+    of CPU, where httpx's costs ~1.2 ms. On a 2-core machine the clients share the server's cores, so httpx's
+    clients take CPU a real deployment's clients (on other machines) would not. Reads the status line, the headers
+    and a Content-Length body: all that `cnnlab serve` answers."""
+
+    def __init__(self, url):
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port, self.streams = host, int(port), None
+
+    async def __aenter__(self):
+        self.streams = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *_):
+        self.streams[1].close()
+
+    async def post(self, path, content, headers):
+        reader, writer = self.streams
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {headers['Content-Type']}\r\n"
+                     f"Content-Length: {len(content)}\r\n\r\n".encode() + content)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        length = next((int(line.split(":", 1)[1]) for line in head if line.lower().startswith("content-length:")), 0)
+        await reader.readexactly(length)
+        if any(line.lower() == "connection: close" for line in head):  # the server closes after some refusals
+            writer.close()
+            self.streams = await asyncio.open_connection(self.host, self.port)
+        return types.SimpleNamespace(status_code=int(head[0].split()[1]))
 
 
 def is_error(record):
@@ -228,11 +262,15 @@ def rss_run(process, url, drawings, malformed, clients, requests, seconds, share
             "growth_second_half_mib": round(samples[-1][1] - middle, 1), "samples": samples}
 
 
+def case_name(run):
+    return f"{run['endpoint']}@{run['clients']}/{run['client']}"
+
+
 def medians(runs):
     """{server: {"endpoint@clients": median requests/s, p50, p99 and the summed errors over the rounds}}."""
     grouped = {}
     for run in runs:
-        grouped.setdefault(run["server"], {}).setdefault(f"{run['endpoint']}@{run['clients']}", []).append(run)
+        grouped.setdefault(run["server"], {}).setdefault(case_name(run), []).append(run)
     return {server: {case: {"rounds": len(rs), **{k: round(float(np.median([r[k] for r in rs])), 1)
                                                    for k in ("requests_per_s", "p50_ms", "p99_ms")},
                             "errors": sum(r["errors"] for r in rs), "server_errors_5xx": sum(
@@ -245,11 +283,11 @@ def ratios(runs):
     requests/s above 1 and latencies below 1 are better."""
     by_round = {}
     for run in runs:
-        by_round.setdefault((run["round"], run["endpoint"], run["clients"]), {})[run["server"]] = run
+        by_round.setdefault((run["round"], case_name(run)), {})[run["server"]] = run
     found = {}
-    for (_, endpoint, clients), pair in sorted(by_round.items()):
+    for (_, name), pair in sorted(by_round.items()):
         if {"before", "after"} <= set(pair):
-            case = found.setdefault(f"{endpoint}@{clients}", {"requests_per_s": [], "p50_ms": [], "p99_ms": []})
+            case = found.setdefault(name, {"requests_per_s": [], "p50_ms": [], "p99_ms": []})
             for k in case:
                 case[k].append(round(pair["after"][k] / max(pair["before"][k], 1e-9), 2))
     return {case: {**{k: float(np.median(v)) for k, v in values.items()}, "by_round": values}
@@ -273,6 +311,9 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=60, help="time limit per phase, at most 300 (60)")
     parser.add_argument("--malformed", type=float, default=0.1, help="share of malformed requests (0.1)")
     parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=list(ENDPOINTS), help="(both)")
+    parser.add_argument("--client", nargs="+", choices=("httpx", "raw"), default=["httpx"], help="the clients' HTTP "
+                        "library, a set of phases for each given: httpx, or raw (a lean client of asyncio streams, "
+                        "which leaves the cores to the server; see RawClient) (httpx)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (`cnnlab serve --workers`; 1)")
     parser.add_argument("--before", metavar="SRC", help="also serve the model from SRC, another copy of cnnlab's "
                         "src/ folder (e.g. the previous commit's: git worktree add /tmp/before HEAD~1, then "
@@ -297,7 +338,7 @@ def main(argv=None):
     load_start = os.getloadavg()
     print(f"cnnlab serve load test: {', '.join(map(str, clients_list))} clients, {args.malformed:.0%} malformed, "
           f"{os.cpu_count()} CPUs ({cpu_name()}), load average {load_start[0]:.2f}")
-    print(f"{'server':<8}{'round':>6}{'endpoint':>14}{'clients':>8}{'requests':>9}{'req/s':>8}{'p50 ms':>9}"
+    print(f"{'server':<8}{'round':>6}{'endpoint':>14}{'clients':>8}{'client':>7}{'requests':>9}{'req/s':>8}{'p50 ms':>9}"
           f"{'p99 ms':>9}{'errors':>8}{'5xx':>5}{'load':>6}")
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or train_tiny_model(scratch)
@@ -311,17 +352,18 @@ def main(argv=None):
                     for endpoint in args.endpoints:  # untimed: the model's first calls trace it
                         asyncio.run(run_phase(url, endpoint, drawings, malformed, max(clients_list), WARMUP, 60, 0,
                                               seed=1))
-                    for clients in clients_list:
-                        for endpoint in args.endpoints:
-                            load = os.getloadavg()[0]
-                            records, elapsed = asyncio.run(run_phase(url, endpoint, drawings, malformed, clients,
-                                                                     requests, seconds, args.malformed, seed=0))
-                            s = {"server": name, "round": round_, "endpoint": endpoint, "clients": clients,
-                                 "load_average_1min": round(load, 2), **summarise(records, elapsed)}
-                            runs.append(s)
-                            print(f"{name:<8}{round_:>6}{'/api/' + endpoint:>14}{clients:>8}{s['requests']:>9}"
-                                  f"{s['requests_per_s']:>8}{s['p50_ms']:>9}{s['p99_ms']:>9}{s['errors']:>8}"
-                                  f"{s['server_errors_5xx']:>5}{load:>6.2f}")
+                    for client_kind, clients, endpoint in itertools.product(args.client, clients_list,
+                                                                            args.endpoints):
+                        load = os.getloadavg()[0]
+                        records, elapsed = asyncio.run(run_phase(url, endpoint, drawings, malformed, clients,
+                                                                 requests, seconds, args.malformed, seed=0,
+                                                                 client_kind=client_kind))
+                        s = {"server": name, "round": round_, "endpoint": endpoint, "clients": clients,
+                             "client": client_kind, "load_average_1min": round(load, 2), **summarise(records, elapsed)}
+                        runs.append(s)
+                        print(f"{name:<8}{round_:>6}{'/api/' + endpoint:>14}{clients:>8}{client_kind:>7}"
+                              f"{s['requests']:>9}{s['requests_per_s']:>8}{s['p50_ms']:>9}{s['p99_ms']:>9}"
+                              f"{s['errors']:>8}{s['server_errors_5xx']:>5}{load:>6.2f}")
                     if rss_requests and round_ == 1:
                         rss[name] = rss_run(server, url, drawings, malformed, max(clients_list), rss_requests,
                                             rss_seconds, args.malformed)
@@ -336,14 +378,14 @@ def main(argv=None):
     if compared:
         print("after / before (median of the rounds' ratios; requests/s: higher is better, latency: lower):")
         for case, r in compared.items():
-            print(f"  {case:<14} requests/s {r['requests_per_s']:.2f}x  p50 {r['p50_ms']:.2f}x  p99 {r['p99_ms']:.2f}x")
+            print(f"  {case:<20} requests/s {r['requests_per_s']:.2f}x  p50 {r['p50_ms']:.2f}x  p99 {r['p99_ms']:.2f}x")
     first = next((r for r in runs if r["endpoint"] == "predict"), runs[0])
     print("malformed answers: " + "; ".join(first["malformed_statuses"]))
     result = {"machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version(), "load_average_start": [round(x, 2) for x in load_start],
                           "load_average_end": [round(x, 2) for x in os.getloadavg()]},
               "settings": {"clients": clients_list, "requests_per_phase": requests, "seconds_limit": seconds,
-                           "malformed_share": args.malformed, "workers": args.workers, "rounds": rounds,
+                           "malformed_share": args.malformed, "workers": args.workers, "client": args.client, "rounds": rounds,
                            "warmup_requests": WARMUP, "sources": sources},
               "summary": summary, "ratios": compared, "rss": rss, "runs": runs}
     files.write_json(args.out, result)
