@@ -3,6 +3,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Downloads and decoded image folders go to a folder of the test session's, not to the user's ~/.keras
@@ -36,13 +37,34 @@ def fashion_dir():
     return DEBIAN_FASHION
 
 
+def built_once(tmp_path_factory, name, build) -> Path:
+    """A folder `build(folder)` fills, made once per test session: the pytest-xdist workers of one session share it
+    (xdist's FileLock recipe), so a run that several workers' tests read is trained once, not once per worker."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: its own temporary folder
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    folder = tmp_path_factory.getbasetemp().parent / name  # the workers' common folder of this session
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".built").exists():
+            folder.mkdir(exist_ok=True)
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
+def cli_run(*args):
+    """`cnnlab run ARGS` in this process, which must succeed."""
+    from cnnlab.cli import main
+
+    assert main(["run", *map(str, args)]) == 0
+
+
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory):
     """One short real run through the CLI on the offline digits set, shared by the tests that read its outputs."""
-    from cnnlab.cli import main
-
-    out = tmp_path_factory.mktemp("runs")
-    assert main(["run", "--dataset", "digits", "--epochs", "2", "--out", str(out), "--name", "digits"]) == 0
+    out = built_once(tmp_path_factory, "runs", lambda out: cli_run("--dataset", "digits", "--epochs", 2, "--out", out,
+                                                                   "--name", "digits"))
     return out / "digits"
 
 
@@ -60,17 +82,18 @@ def colour_folder(tmp_path_factory):
     background colours (colour says nothing about the class), available on every machine."""
     from image_data import DIGIT_NAMES, coloured, digit_arrays, write_split_folders
 
-    arrays = digit_arrays()
-    arrays = {**arrays, "x_train": coloured(arrays["x_train"], seed=1), "x_test": coloured(arrays["x_test"], seed=2)}
-    return write_split_folders(tmp_path_factory.mktemp("colour") / "colour_digits", arrays, DIGIT_NAMES)
+    def build(folder):
+        arrays = digit_arrays()
+        arrays = {**arrays, "x_train": coloured(arrays["x_train"], seed=1), "x_test": coloured(arrays["x_test"], seed=2)}
+        write_split_folders(folder / "colour_digits", arrays, DIGIT_NAMES)
+
+    return built_once(tmp_path_factory, "colour", build) / "colour_digits"
 
 
 @pytest.fixture(scope="session")
 def colour_run(colour_folder, tmp_path_factory):
     """One short real run on the colour folder through the CLI (8 epochs: ~75% test accuracy, where chance is 10%),
     shared by the tests that read its outputs."""
-    from cnnlab.cli import main
-
-    out = tmp_path_factory.mktemp("colour-runs")
-    assert main(["run", "--dataset", str(colour_folder), "--epochs", "8", "--out", str(out), "--name", "colour"]) == 0
+    out = built_once(tmp_path_factory, "colour-runs", lambda out: cli_run("--dataset", colour_folder, "--epochs", 8,
+                                                                          "--out", out, "--name", "colour"))
     return out / "colour"

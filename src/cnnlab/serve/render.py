@@ -22,9 +22,12 @@ OVERLAY_OPACITY = 0.55  # of the hottest point; the input shows through everywhe
 
 
 def png_base64(pixels) -> str:
-    """uint8 (h, w) grey or (h, w, 3|4) colour pixels as a base64 PNG."""
+    """uint8 (h, w) grey or (h, w, 3|4) colour pixels as a base64 PNG.
+
+    zlib's fastest level: /api/explain's three PNGs took 6.7 ms at PNG's default level (6), 4.2 ms at 1, for 16%
+    more bytes (the pixels are the same), a fair trade for a page served to this computer or a local network."""
     out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(out, "PNG")
+    Image.fromarray(np.ascontiguousarray(pixels)).save(out, "PNG", compress_level=1)
     return base64.b64encode(out.getvalue()).decode("ascii")
 
 
@@ -54,9 +57,9 @@ def feature_map_png(maps) -> tuple:
     sheet = mosaic(np.moveaxis(maps, -1, 0), math.ceil(channels / columns), columns)
     low, high = float(np.nanmin(sheet)), float(np.nanmax(sheet))
     scaled = (sheet - low) / (high - low) if high > low else np.zeros_like(sheet)
-    rgba = colormaps["viridis"](np.nan_to_num(scaled), bytes=True)
-    rgba[np.isnan(sheet)] = (255, 255, 255, 255)
-    return png_base64(rgba), columns
+    rgb = colormaps["viridis"](np.nan_to_num(scaled), bytes=True)[..., :3]  # opaque: no alpha to encode
+    rgb[np.isnan(sheet)] = 255
+    return png_base64(rgb), columns
 
 
 def grad_cam_png(image, heat) -> str:
