@@ -72,7 +72,14 @@ def export_model(model, format, path, verify_with=None, tolerance=TOLERANCE) -> 
                   "size_bytes": size_of(tmp), "keras": keras.__version__, "backend": keras.backend.backend(),
                   "runtime": f"{spec.runtime} {importlib.import_module(spec.runtime).__version__}"}
         if verify_with is not None:
-            record.update(verify(model, format, tmp, *verify_with))
+            try:
+                record.update(verify(model, format, tmp, *verify_with))
+            except ModelFileError:
+                raise
+            except Exception as e:  # the runtime cannot load or run what the converter wrote
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                raise ModelFileError(f"{path}: the exported model does not run in {spec.runtime} ({first}); "
+                                     f"nothing was written") from None
             if record["max_abs_difference"] > tolerance:
                 raise ModelFileError(f"{path}: the exported model disagrees with Keras by up to "
                                      f"{record['max_abs_difference']:.3g} in a probability (tolerance {tolerance:g}; "
