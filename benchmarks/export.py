@@ -5,7 +5,7 @@
 The model is exported to ONNX, a TensorFlow SavedModel and LiteRT with `cnnlab.export_model` (each verified on
 MNIST test images against Keras), then one image at a time is predicted by each peer, taking turns (A B C D E, so
 that other load on a shared machine falls on all alike): Keras's `model.predict(x[i:i+1])` (the notebook's call),
-a direct `model(x, training=False)`, onnxruntime, TensorFlow's SavedModel loader and the LiteRT interpreter.
+`predict_on_batch` (what `cnnlab serve` calls), a direct `model(x, training=False)`, onnxruntime, TensorFlow's SavedModel loader and the LiteRT interpreter.
 """
 
 import argparse
@@ -66,6 +66,7 @@ def main(argv=None):
 
     fed = np.ascontiguousarray(to_model(model_input(model), x))
     peers = {"keras model.predict(x[i:i+1])": lambda batch: model.predict(batch, verbose=0),
+             "keras model.predict_on_batch(x[i:i+1])": lambda batch: model.predict_on_batch(batch),
              "keras model(x[i:i+1], training=False)": lambda batch: keras.ops.convert_to_numpy(model(batch, training=False))}
     peers.update({f"{format} ({row['runtime']})": runtime(format, row["path"]) for format, row in
                   zip(FORMATS, rows[1:])})
