@@ -55,7 +55,7 @@ def main(argv=None):
     else:
         model, model_path = build_model(make_config(), steps_per_epoch=1), out / "seed.keras"
         model.save(model_path)
-    rows = [{"format": "keras", "size_mb": model_path.stat().st_size / 1e6}]
+    rows = [{"format": "keras", "size_mb": model_path.stat().st_size / 1e6}]  # a run's holds the optimizer's state
     for format in FORMATS:
         started = time.perf_counter()
         check = export_model(model, format, export_path(out / model_path.name, format), verify_with=(x, y))
@@ -79,9 +79,9 @@ def main(argv=None):
             latencies[name].append(timed_ms(lambda: run(image)))
     single = [{"peer": name, "median_ms": statistics.median(ms), "p95_ms": float(np.percentile(ms, 95))}
               for name, ms in latencies.items()]
-    keras_ms = single[0]["median_ms"]
+    served_ms = single[1]["median_ms"]  # predict_on_batch: Keras's fastest single-image call
     for row in single:
-        row["vs_keras_predict"] = keras_ms / row["median_ms"]
+        row["vs_predict_on_batch"] = served_ms / row["median_ms"]
 
     what = args.model or "freshly built seed network"
     print_table(rows, [("format", "format", "{}"), ("size_mb", "size MB", "{:.2f}"), ("export_s", "export s", "{:.1f}"),
@@ -90,7 +90,7 @@ def main(argv=None):
                 title=f"{what}: exported and verified on {len(x):,} MNIST test images (Keras accuracy "
                       f"{rows[1]['keras_accuracy']:.2%})")
     print_table(single, [("peer", "single image", "{}"), ("median_ms", "median ms", "{:.3f}"),
-                         ("p95_ms", "p95 ms", "{:.3f}"), ("vs_keras_predict", "vs model.predict", "{:.0f}x")],
+                         ("p95_ms", "p95 ms", "{:.3f}"), ("vs_predict_on_batch", "vs predict_on_batch", "{:.2f}x")],
                 title=f"One image at a time, {args.single} calls each, taking turns")
     write_json(args.json, {"benchmark": "export", "model": what, "images": len(x), "keras": keras.__version__,
                            "machine": machine(), "formats": [{k: v for k, v in row.items() if k != "path"}

@@ -87,6 +87,21 @@ def test_failed_export_keeps_the_old_file_and_leaves_no_temporaries(rescaling_mo
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, target.name + ".json"])
 
 
+def test_converter_failing_midway_leaves_nothing_under_the_name(rescaling_model, tmp_path, monkeypatch):
+    model = cnnlab.load_model(rescaling_model, compile=False)
+
+    def half_written(self, filepath, **kwargs):  # a converter that dies after writing part of its file
+        with open(filepath, "wb") as f:
+            f.write(b"TFL3 half")
+        raise RuntimeError("converter crashed\nwith a long traceback")
+
+    monkeypatch.setattr(keras.Model, "export", half_written)
+    with pytest.raises(ModelFileError, match=r"could not export the model to LiteRT \(TensorFlow Lite\) "
+                                             r"\(converter crashed\)$"):
+        cnnlab.export_model(model, "litert", tmp_path / "digits.tflite")
+    assert not list(tmp_path.iterdir())
+
+
 def test_cli_exports_and_verifies_on_the_test_set(rescaling_model, tmp_path, capsys):
     out = tmp_path / "model.tflite"
     assert main(["export", str(rescaling_model), "--format", "litert", "--dataset", "digits", "--images", "100",
@@ -100,13 +115,15 @@ def test_cli_exports_and_verifies_on_the_test_set(rescaling_model, tmp_path, cap
 @pytest.mark.parametrize("argv, says", [
     (["--format", "litert", "--out", "{tmp}/x.onnx"], "must end in .tflite"),
     (["--format", "onnx", "--images", "0", "--out", "{tmp}/x.onnx"], "--images must be at least 1"),
+    (["--format", "saved_model", "--out", "{tmp}"], "a folder that is not a SavedModel is there"),
 ])
 def test_cli_refuses_bad_requests_in_one_line(rescaling_model, tmp_path, capsys, argv, says):
+    (tmp_path / "notes.txt").write_text("mine")  # a folder of the user's own, never replaced
     argv = [arg.format(tmp=tmp_path) for arg in argv]
     assert main(["export", str(rescaling_model), "--dataset", "digits", *argv]) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1
-    assert not list(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_missing_extra_is_named(rescaling_model, tmp_path, capsys, monkeypatch):

@@ -101,6 +101,9 @@ def _check_format(format, path) -> Format:
         raise ConfigError(f"{path}: a {spec.title} file must end in {spec.suffix}")
     if not spec.suffix and Path(path).is_file():
         raise ConfigError(f"{path}: a {spec.title} is a folder, and a file has that name; choose another path")
+    if not spec.suffix and Path(path).is_dir() and any(Path(path).iterdir()) and \
+            not (Path(path) / "saved_model.pb").is_file():  # it would be replaced whole
+        raise ConfigError(f"{path}: a folder that is not a SavedModel is there; choose another path")
     if format == "litert" and keras.backend.backend() != "tensorflow":
         raise ConfigError(f"Keras exports LiteRT on the TensorFlow backend only, not {keras.backend.backend()}; "
                           f"set KERAS_BACKEND=tensorflow")
