@@ -3,9 +3,10 @@
     python benchmarks/export.py [--model runs/NAME/best.keras] [--images 1000] [--json benchmarks/results/export.json]
 
 The model is exported to ONNX, a TensorFlow SavedModel and LiteRT with `cnnlab.export_model` (each verified on
-MNIST test images against Keras), then one image at a time is predicted by each peer, taking turns (A B C D E, so
-that other load on a shared machine falls on all alike): Keras's `model.predict(x[i:i+1])` (the notebook's call),
-`predict_on_batch` (what `cnnlab serve` calls), a direct `model(x, training=False)`, onnxruntime, TensorFlow's SavedModel loader and the LiteRT interpreter.
+MNIST test images against Keras), then one image at a time is predicted by each peer, taking turns (so that other
+load on a shared machine falls on all alike): Keras's `model.predict(x[i:i+1])` (the notebook's call),
+`predict_on_batch` (what `cnnlab serve` calls), a direct `model(x, training=False)`, onnxruntime (as it comes, and
+on one thread), TensorFlow's SavedModel loader and the LiteRT interpreter.
 """
 
 import argparse
@@ -26,6 +27,17 @@ def timed_ms(fn):
     started = time.perf_counter()
     fn()
     return (time.perf_counter() - started) * 1000
+
+
+def one_thread_onnx(path):
+    """onnxruntime with one intra-op thread: its default pool spins on every core, which a loaded machine punishes."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
 
 
 def main(argv=None):
@@ -70,6 +82,7 @@ def main(argv=None):
              "keras model(x[i:i+1], training=False)": lambda batch: keras.ops.convert_to_numpy(model(batch, training=False))}
     peers.update({f"{format} ({row['runtime']})": runtime(format, row["path"]) for format, row in
                   zip(FORMATS, rows[1:])})
+    peers["onnx, onnxruntime on 1 thread"] = one_thread_onnx(rows[1]["path"])
     for run in peers.values():  # the first call of each traces, compiles or allocates: untimed
         run(fed[:1])
     latencies = {name: [] for name in peers}
