@@ -12,9 +12,18 @@ import cnnlab
 from cnnlab import export
 from cnnlab.cli import main
 from cnnlab.errors import ModelFileError
+from conftest import missing
 
 FORMATS = ["onnx", "saved_model", "litert"]
 NAMES = {"onnx": "digits.onnx", "saved_model": "digits_saved_model", "litert": "digits.tflite"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def export_tools():
+    """The converter and the runtimes of cnnlab[export] (make test installs them with the dev extra)."""
+    absent = [name for name in ("tf2onnx", "onnxruntime", "ai_edge_litert") if importlib.util.find_spec(name) is None]
+    if absent:
+        missing(f"{', '.join(absent)} not installed: pip install 'cnnlab[export]'")
 
 
 @pytest.fixture(scope="module")
