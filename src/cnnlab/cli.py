@@ -19,6 +19,7 @@ from .config import (COLOR_MODES, DATASETS, FIELDS, JIT_COMPILE, LR_SCHEDULES,  
 from .errors import AlreadyComplete, CnnlabError, DataError, TrainingInterrupted  # noqa: E402
 
 EXIT_USER_ERROR = 2
+EXPORT_FORMATS = ("onnx", "saved_model", "litert")  # export.FORMATS, without importing Keras for --help
 EXIT_INTERRUPTED = 130
 # What TensorFlow 2.21 prints on import whatever TF_CPP_MIN_LOG_LEVEL says (tensorflow/tensorflow#100442): INFO
 # lines from before its logging starts, and the warning that announces them.
@@ -125,9 +126,20 @@ def add_model_options(p, what):
     add_unsafe_option(p)
 
 
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml's, in the wheel's metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnnlab")
+    except PackageNotFoundError:
+        return "(not installed: pip install . to give it a version)"
+
+
 def build_parser():
     parser = Parser(prog="cnnlab", description="Build, train, score and look inside CNN image classifiers: "
                     "MNIST, Fashion-MNIST, CIFAR-10, or your own images (a folder of class folders, a CSV, an NPZ).")
+    parser.add_argument("--version", action="version", version=f"cnnlab {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the whole job: train, evaluate on the test set, draw every figure",
@@ -216,6 +228,21 @@ def build_parser():
     p.add_argument("--max-upload-mb", type=float, default=5.0, metavar="MB", help="largest request body accepted (5)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes, each with its own copy of "
                    "the model: for a machine with cores to spare (1)")
+    add_unsafe_option(p)
+
+    p = sub.add_parser("export", help="a saved model as ONNX, a TensorFlow SavedModel or LiteRT, checked in its runtime",
+                       description="Export a saved model through Keras's model.export (preprocessing layers "
+                       "included: the file takes what the model takes, 0..255 or 0..1 pixels), run the file in its "
+                       "own runtime (onnxruntime, TensorFlow, the LiteRT interpreter) on test images and compare its "
+                       "probabilities with Keras's. The file is kept only when they agree; the figures go beside it "
+                       "(PATH.json). ONNX and LiteRT need pip install 'cnnlab[export]'.")
+    p.add_argument("model", metavar="MODEL", help="saved Keras model (.keras or .h5)")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="onnx (.onnx), saved_model (a folder) or "
+                   "litert (.tflite)")
+    p.add_argument("--out", metavar="PATH", help="where the export goes (default: beside MODEL, MODEL-NAME.onnx, "
+                   "MODEL-NAME_saved_model/ or MODEL-NAME.tflite)")
+    add_data_options(p.add_argument_group("data to verify on (default: the run's own)"), "the run's, else mnist")
+    p.add_argument("--images", type=int, metavar="N", help="verify on the first N test images (default: all)")
     add_unsafe_option(p)
     return parser
 
@@ -487,9 +514,32 @@ def command_serve(args):
           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), workers=args.workers)
 
 
+def command_export(args):
+    from .export import export_model, export_path, record_path
+    from .inspection import check_classifier, check_image_model, load_model
+
+    if args.images is not None and args.images < 1:
+        raise CnnlabError(f"--images must be at least 1, not {args.images}")
+    model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model,
+                              looked_inside=False)
+    _, data = model_data(args, model)
+    check_classifier(model, len(data.class_names), args.model)
+    count = min(args.images or len(data.x_test), len(data.x_test))
+    check = export_model(model, args.format, args.out or export_path(args.model, args.format),
+                         verify_with=(data.x_test[:count], data.y_test[:count]))
+    pixels = check["input"]
+    print(f"Exported: {check['path']} ({check['size_bytes'] / 1e6:.2f} MB); it takes float32 "
+          f"{tuple(pixels['shape'])} images in {pixels['pixels']} ({pixels['why']})")
+    print(f"Verified with {check['runtime']} on {check['images']:,} test images of {data.name}: max abs difference "
+          f"of probabilities {check['max_abs_difference']:.2g}, top-1 agreement {check['top1_agreement']:.2%}, "
+          f"accuracy {check['exported_accuracy']:.2%} (Keras: {check['keras_accuracy']:.2%})")
+    print(f"Check: {record_path(check['path'])}")
+
+
 COMMANDS = {"run": command_run, "train": command_run, "build": command_build, "data": command_data,
             "evaluate": command_evaluate, "inspect": command_inspect, "report": command_report,
-            "compare": command_compare, "predict": command_predict, "serve": command_serve}
+            "compare": command_compare, "predict": command_predict, "serve": command_serve,
+            "export": command_export}
 
 
 def import_keras_quietly():

@@ -38,6 +38,27 @@ def atomic_path(path, suffix=""):
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yield a temporary folder beside `path`; put it in place of `path` (a folder, replaced whole) if the block
+    succeeds. The swap is two renames: a crash between them leaves the old folder under a temporary name, never a
+    half-written one under `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent))
+    old = tmp.with_name(tmp.name + ".old")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    finally:
+        for leftover in (tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def _fsync_folder(folder):
     """Make a rename survive a power cut, not only a crash (POSIX; a no-op where folders cannot be opened)."""
     try:
