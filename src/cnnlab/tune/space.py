@@ -28,7 +28,7 @@ def default_space(image_size=(28, 28)) -> dict:
     fits = [(blocks, kernel) for blocks in (2, 3) for kernel in (3, 5)
             if min(image_size) >> (blocks - 1) >= max(2, kernel)]
     blocks = sorted({b for b, _ in fits}) or [2]
-    kernels = sorted({k for k, _ in fits if all((b, k) in fits for b in blocks)}) or [3]
+    kernels = sorted({k for _, k in fits if all((b, k) in fits for b in blocks)}) or [3]
     return {
         "conv_blocks": blocks,
         "first_filters": {"low": 8, "high": 64, "log": True},
@@ -160,6 +160,19 @@ def settings(params: dict, base: Config) -> dict:
         if _kind(name) is list and isinstance(value, (int, float)):
             values[name] = [value]
     return values
+
+
+def as_file(space: dict) -> dict:
+    """A checked space as a space file writes it (TUNE_DIR/space.json), to copy and change for --space."""
+    def entry(spec):
+        if "choices" in spec:
+            return spec["choices"]
+        if "value" in spec:
+            return spec["value"]
+        return {"low": spec["low"], "high": spec["high"], **({"log": True} if spec["log"] else {}),
+                **({} if spec["step"] is None else {"step": spec["step"]})}
+
+    return {name: entry(spec) for name, spec in space.items()}
 
 
 def searched(space: dict) -> list:

@@ -40,8 +40,6 @@ from .pruning import PruningCallback
 OBJECTIVE = "val_accuracy"  # of each trial's best model, on the validation split
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # toward N
 HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 30  # a trial whose process died is failed after GRACE_SECONDS and redone
-warnings.filterwarnings("ignore", message=".*(heartbeat_interval|fail_stale_trials)",  # heartbeats: stable since 2.9
-                        category=optuna.exceptions.ExperimentalWarning)
 PRUNERS = ("median", "hyperband", "none")
 ATTRIBUTE = "cnnlab"  # the study's user attribute holding its settings, space and pruner
 TRIAL_FILE = "trial.json"
@@ -110,7 +108,7 @@ def tune(trials, out=None, workers=1, storage=None, space=None, pruner=None, sta
         study.set_user_attr(ATTRIBUTE, {"settings": base.to_dict(), "space": searched,
                                         "pruner": pruner if isinstance(pruner, str) else "median",
                                         "startup_trials": startup_trials})
-    files.write_json(out / "space.json", searched)
+    files.write_json(out / "space.json", spaces.as_file(searched))
     try:
         if workers == 1:
             run_trials(study, out, trials, pruner=pruner, base=base)
@@ -124,13 +122,22 @@ def tune(trials, out=None, workers=1, storage=None, space=None, pruner=None, sta
 def _open_study(out, url) -> "optuna.Study":
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # workers wait for the lock
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                                             grace_period=GRACE_SECONDS)
+        with _stable_since_2_9():
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                                                 grace_period=GRACE_SECONDS)
     except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
         raise CnnlabError(f"--storage {url}: cannot open it ({str(e).splitlines()[0]}); give a database URL Optuna "
                           f"accepts, such as sqlite:///study.db or postgresql://user:password@host/database") from None
     return optuna.create_study(storage=storage, study_name=Path(out).resolve().name, direction="maximize",
                                load_if_exists=True)
+
+
+@contextlib.contextmanager
+def _stable_since_2_9():
+    """Heartbeats are still marked experimental, unchanged since Optuna 2.9: no warning on every call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def _continued(stored, base: Config, given, space, out):
@@ -175,7 +182,8 @@ def run_trials(study, out, trials, worker=0, pruner=None, base=None):
     study.sampler = optuna.samplers.TPESampler(seed=base.seed + 1000 * worker + len(study.trials))
     objective = Objective(out, base, stored["space"], worker)
     while True:
-        optuna.storages.fail_stale_trials(study)
+        with _stable_since_2_9():
+            optuna.storages.fail_stale_trials(study)
         if len(study.get_trials(deepcopy=False, states=COUNTED)) >= trials:
             return
         study.optimize(objective, n_trials=1, gc_after_trial=True)
