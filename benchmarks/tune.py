@@ -44,7 +44,7 @@ def main():
                    "--trials", str(args.trials), "--epochs", str(args.epochs), "--limit-train", str(args.limit_train),
                    "--workers", str(workers), "--out", str(out)]
         started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - started
         (out / "tune.log").write_text(done.stdout + done.stderr)
         if done.returncode:

@@ -12,6 +12,7 @@ import pytest
 from cnnlab import tune
 from cnnlab.cli import main
 from cnnlab.compare import compare_runs
+from cnnlab.errors import TrainingInterrupted
 
 SETTINGS = {"dataset": "digits", "epochs": 2, "limit_train": 500, "batch_size": 16, "conv_filters": [8, 16],
             "dense_units": [32]}
@@ -66,12 +67,12 @@ def test_the_page_shows_optunas_figures_offline(study):
     html = (out / "tune.html").read_text()
     assert result.page == out / "tune.html"
     assert html.count('class="plotly-graph-div"') == 4 and "Parameter importances" in html
-    assert not re.search(r"<script[^>]*\bsrc\s*=\s*[\"']?(https?:)?//", html, re.I)  # plotly.js is inline
+    assert not re.search(r"<script[^>]*\bsrc\s*=\s*[\"']?(https?:)?//", html, re.IGNORECASE)  # plotly.js is inline
     assert len(re.findall(r"<tr[ >]", html)) == 1 + 3 and "trial-0001" in html
 
 
 def test_the_best_settings_train_with_cnnlab_run_config(study, tmp_path):
-    out, result = study
+    _, result = study
     best = json.loads(result.best_config.read_text())
     assert best["learning_rate"] == result.best_params["learning_rate"] and best["conv_filters"] == [8, 16]
     assert main(["run", "--config", str(result.best_config), "--epochs", "1", "--out", str(tmp_path), "--name",
@@ -82,16 +83,25 @@ def test_the_best_settings_train_with_cnnlab_run_config(study, tmp_path):
     assert "test_accuracy" in json.loads((tmp_path / "best" / "metrics.json").read_text())
 
 
-def test_a_study_continues_to_n_trials_in_all(study, capsys):
+def test_an_interrupted_study_continues_to_n_trials_in_all(study, capsys, monkeypatch):
     out, _ = study
     assert main(["tune", "--out", str(out), "--trials", "3", "--dataset", "digits"]) == 0  # it has 3: nothing to do
     assert len(optuna.load_study(study_name=out.name, storage=storage(out)).trials) == 3
     assert main(["tune", "--out", str(out), "--trials", "3", "--epochs", "3"]) == 2
     assert "searches with epochs=2" in capsys.readouterr().err
+
+    def ctrl_c(config, out, name, **kwargs):  # what training raises on Ctrl-C
+        raise TrainingInterrupted(out / name, 0)
+
+    monkeypatch.setattr("cnnlab.tune.study.train_run", ctrl_c)
+    assert main(["tune", "--out", str(out), "--trials", "4"]) == 130
+    assert f"continue the study with: cnnlab tune --out {out} --trials 4" in capsys.readouterr().err
+    monkeypatch.undo()
     result = tune(trials=4, out=out)  # its own settings and space, from the storage
     trials = optuna.load_study(study_name=out.name, storage=storage(out)).trials
-    assert [t.number for t in trials] == [0, 1, 2, 3] and trials[3].state.name in ("COMPLETE", "PRUNED")
-    assert (out / "trial-0003" / "config.json").is_file() and sum(result.counts.values()) == 4
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4] and trials[3].state.name == "FAIL"  # not counted: redone
+    assert trials[4].state.name in ("COMPLETE", "PRUNED") and (out / "trial-0004" / "metrics.json").is_file()
+    assert result.counts["COMPLETE"] + result.counts["PRUNED"] == 4
 
 
 @pytest.mark.parametrize("space, message", [
@@ -113,9 +123,8 @@ def test_a_bad_space_is_a_one_line_error(tmp_path, capsys, space, message):
 
 
 def test_without_the_extra_the_error_names_it():
-    done = subprocess.run([sys.executable, "-c", "import sys; sys.modules['optuna'] = None\n"
-                           "from cnnlab.cli import main; sys.exit(main(['tune', '--trials', '1']))"],
-                          capture_output=True, text=True, timeout=60)
+    script = "import sys; sys.modules['optuna'] = None\nfrom cnnlab.cli import main; sys.exit(main(['tune', '--trials', '1']))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "pip install 'cnnlab[tune]'" in done.stderr and done.stderr.count("\n") == 1
 
 
@@ -127,7 +136,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     done = subprocess.run([sys.executable, "-m", "cnnlab", "tune", "--trials", "4", "--workers", "2", "--out", str(out),
                            "--space", str(space), "--dataset", "digits", "--epochs", "1", "--limit-train", "200",
                            "--conv-filters", "8,16", "--dense-units", "16"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     trials = optuna.load_study(study_name=out.name, storage=storage(out)).trials
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]

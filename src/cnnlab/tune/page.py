@@ -17,8 +17,8 @@ FIGURES = (  # (id, heading, what it shows, Optuna's function)
      optuna.visualization.plot_optimization_history),
     ("epochs", "Score per epoch", "what the pruner saw: a pruned trial's line stops at the epoch it was stopped",
      optuna.visualization.plot_intermediate_values),
-    ("importances", "Parameter importances", "how much of the score's variation each setting explains (completed "
-     "trials)", optuna.visualization.plot_param_importances),
+    ("importances", "Parameter importances", "how much of the completed trials' scores each setting explains",
+     optuna.visualization.plot_param_importances),
     ("parallel", "Parallel coordinates", "each trial a line through its settings to its score",
      optuna.visualization.plot_parallel_coordinate),
 )

@@ -34,7 +34,8 @@ from ..config import Config, known_image_size, make_config
 from ..data import short_name
 from ..errors import CnnlabError, ConfigError, TrainingDiverged, TrainingInterrupted
 from ..pipeline import absolute_paths, load_data, train_run
-from . import page, space as spaces
+from . import page
+from . import space as spaces
 from .pruning import PruningCallback
 
 OBJECTIVE = "val_accuracy"  # of each trial's best model, on the validation split
@@ -89,17 +90,19 @@ def tune(trials, out=None, workers=1, storage=None, space=None, pruner=None, sta
         raise ConfigError(f"--pruner must be one of {', '.join(PRUNERS)}, not {pruner!r}")
     given = {key: value for key, value in settings.items() if value is not None}
     base = absolute_paths(make_config(file=config_file, **given))
+    where = f"--space {space}" if isinstance(space, (str, Path)) else "the search space"
+    values = spaces.read_space(space) if isinstance(space, (str, Path)) else space
+    if values is not None:  # before anything is written
+        spaces.check_space(values, base, known_image_size(base), where)
     out = Path(out or Path("runs") / f"tune-{short_name(base.dataset)}")
     files.check_writable(out)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study = _open_study(out, url)
     stored = study.user_attrs.get(ATTRIBUTE)
     if stored:
-        base, searched = _continued(stored, base, given, space, out)
+        base, searched = _continued(stored, base, given, values, where, out)
     else:
         image_size = known_image_size(base) or load_data(base).image_shape[:2]
-        where = f"--space {space}" if isinstance(space, (str, Path)) else "the search space"
-        values = spaces.read_space(space) if isinstance(space, (str, Path)) else space
         searched = spaces.check_space(values or spaces.default_space(image_size), base, image_size, where)
         clash = sorted(set(given) & {"conv_filters" if k in spaces.DERIVED else k for k in spaces.searched(searched)})
         if clash:
@@ -140,7 +143,7 @@ def _stable_since_2_9():
         yield
 
 
-def _continued(stored, base: Config, given, space, out):
+def _continued(stored, base: Config, given, values, where, out):
     """The settings and space of a study that exists: its own, and a one-line error where the flags or --space
     ask for others (the data folder may differ: another machine has its own)."""
     recorded = make_config(**stored["settings"])
@@ -150,11 +153,9 @@ def _continued(stored, base: Config, given, space, out):
         was = ", ".join(f"{k}={recorded.to_dict()[k]}" for k in differ)
         raise ConfigError(f"the study in {out} searches with {was}; continue it without those flags, or start "
                           f"another --out folder")
-    if space is not None:
-        values = spaces.read_space(space) if isinstance(space, (str, Path)) else space
-        if spaces.check_space(values, recorded, where=f"--space {space}") != stored["space"]:
-            raise ConfigError(f"the study in {out} searches another space ({out / 'space.json'}); continue it without "
-                              f"--space, or start another --out folder")
+    if values is not None and spaces.check_space(values, recorded, where=where) != stored["space"]:
+        raise ConfigError(f"the study in {out} searches another space ({out / 'space.json'}); continue it without "
+                          f"--space, or start another --out folder")
     return dataclasses.replace(recorded, data_dir=wanted.data_dir), stored["space"]
 
 
