@@ -111,7 +111,7 @@ def test_an_interrupted_study_continues_to_n_trials_in_all(study, capsys, monkey
     ('lr_schedule = {low = 1, high = 2}', "lr_schedule is not a number"),
     ('batch_size = {low = 16.5, high = 64}', "batch_size is a whole number"),
     ('learning_rate = {low = 0.0, high = 0.1, log = true}', "log = true needs low above 0"),
-    ('conv_blocks = [2, 4]\nkernel_size = [3, 7]', "the deepest network it allows (conv_blocks = 4, kernel_size = 7)"),
+    ('conv_blocks = [2, 4]\nkernel_size = [3, 7]', "the largest network it allows (conv_blocks = 4, kernel_size = 7)"),
 ])
 def test_a_bad_space_is_a_one_line_error(tmp_path, capsys, space, message):
     (tmp_path / "space.toml").write_text(space)

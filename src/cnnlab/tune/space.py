@@ -60,8 +60,9 @@ def _plain(value):
 
 
 def check_space(space: dict, base: Config, image_size=None, where="the search space") -> dict:
-    """The space with every range and choice checked against the settings' own limits (each value trains, and the
-    deepest network with the largest kernel fits `image_size`), else a one-line ConfigError naming what is wrong."""
+    """The space with every range and choice checked against the settings' own limits: each value alone trains, and
+    the largest network it allows (deepest and widest, largest kernel) fits `image_size`. Else a one-line
+    ConfigError naming what is wrong."""
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"{where} must be a table of settings to search, such as learning_rate = {{low = 1e-4, "
                           f"high = 1e-2, log = true}}")
@@ -79,17 +80,18 @@ def check_space(space: dict, base: Config, image_size=None, where="the search sp
         for value in _extremes(spec):
             _trial_config(base, {name: value}, f"{where}: {name} = {value!r}")
         checked[name] = spec
-    deepest = {name: max(_extremes(checked[name]), key=_depth) for name in ("conv_blocks", "conv_filters", "kernel_size")
+    largest = {name: max(_extremes(checked[name]), key=_depth)
+               for name in ("conv_blocks", "first_filters", "conv_filters", "kernel_size")
                if name in checked}
-    if len(deepest) > 1:
+    if len(largest) > 1:
         try:
-            config = make_config(**{**base.to_dict(), **settings(deepest, base)})
+            config = make_config(**{**base.to_dict(), **settings(largest, base)})
             problem = image_size and architecture_problem(config, image_size)
         except ConfigError as e:
             problem = str(e)
         if problem:
-            shown = ", ".join(f"{name} = {value}" for name, value in deepest.items())
-            raise ConfigError(f"{where}: the deepest network it allows ({shown}) cannot be built: {problem}")
+            shown = ", ".join(f"{name} = {value}" for name, value in largest.items())
+            raise ConfigError(f"{where}: the largest network it allows ({shown}) cannot be built: {problem}")
     return checked
 
 
