@@ -27,7 +27,7 @@ for module in pkgutil.walk_packages(cnnlab.__path__, "cnnlab."):  # every module
         importlib.import_module(module.name)
 for name in cnnlab.__all__:
     value = getattr(cnnlab, name)
-    assert name == "plots" or value is getattr(importlib.import_module("cnnlab." + cnnlab._WHERE[name]), name), name
+    assert name in ("plots", "tune") or value is getattr(importlib.import_module("cnnlab." + cnnlab._WHERE[name]), name), name
 print("ok")
 """
 

@@ -24,12 +24,12 @@ _EXPORTS = {
     "training": ["set_seeds", "train"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE) + ["plots"]
+__all__ = sorted(_WHERE) + ["plots", "tune"]
 
 
 def __getattr__(name):
-    if name == "plots":
-        return importlib.import_module(".plots", __name__)
+    if name in ("plots", "tune"):  # cnnlab.tune is the package cnnlab.tune, callable: cnnlab.tune(trials=...)
+        return importlib.import_module(f".{name}", __name__)
     if name in _WHERE:
         return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")

@@ -244,6 +244,29 @@ def build_parser():
     add_data_options(p.add_argument_group("data to verify on (default: the run's own)"), "the run's, else mnist")
     p.add_argument("--images", type=int, metavar="N", help="verify on the first N test images (default: all)")
     add_unsafe_option(p)
+    p = sub.add_parser("tune", help="hyper-parameter search with Optuna: each trial a run, the best as a config file",
+                       description="Search the network's and training's settings with an Optuna study: each trial is "
+                       "a run directory in --out, pruned after an epoch when it is worse than the others were; the "
+                       "best settings are printed and written as OUT/best-config.json (cnnlab run --config takes "
+                       "it), and OUT/tune.html shows the trials. The same command on the same folder continues the "
+                       "study. Flags below fix what every trial shares. Needs pip install 'cnnlab[tune]'.")
+    g = p.add_argument_group("search")
+    g.add_argument("--trials", type=int, required=True, metavar="N", help="trials in all (completed and pruned; a "
+                   "continued study runs the ones it lacks)")
+    g.add_argument("--out", metavar="DIR", help="the tune folder: trials, study.db, best-config.json, tune.html "
+                   "(runs/tune-DATASET)")
+    g.add_argument("--space", metavar="FILE", help="TOML or JSON search space: name = {low = A, high = B, log = "
+                   "true}, name = [choices] or name = value (default: OUT/space.json shows it)")
+    g.add_argument("--workers", type=int, default=1, metavar="W", help="processes on this machine sharing the study, "
+                   "each with its share of the cores (1)")
+    g.add_argument("--storage", metavar="URL", help="database URL Optuna accepts, such as postgresql://user:pw@host/db, "
+                   "for workers on other machines (each runs cnnlab tune with an --out folder of the same name); "
+                   "default: sqlite in OUT")
+    g.add_argument("--pruner", choices=["median", "hyperband", "none"], help="stop bad trials after an epoch: median "
+                   "(default: below the median of earlier trials at that epoch), hyperband, or none")
+    g.add_argument("--startup-trials", type=int, default=5, metavar="K", help="trials before the median pruner "
+                   "prunes (5)")
+    add_training_options(p, output=False)
     return parser
 
 
@@ -534,12 +557,29 @@ def command_export(args):
           f"of probabilities {check['max_abs_difference']:.2g}, top-1 agreement {check['top1_agreement']:.2%}, "
           f"accuracy {check['exported_accuracy']:.2%} (Keras: {check['keras_accuracy']:.2%})")
     print(f"Check: {record_path(check['path'])}")
+def command_tune(args):
+    overrides = {name: getattr(args, name, None) for name in FIELDS}
+    from .tune import space  # the extra's one-line error, and a bad --space, before Keras starts
+
+    if args.space:
+        from .config import known_image_size
+
+        config = training_config(args)
+        space.check_space(space.read_space(args.space), config, known_image_size(config), f"--space {args.space}")
+    import_keras_quietly()
+    from . import tune
+
+    tune(args.trials, args.out, args.workers, args.storage, args.space, args.pruner, args.startup_trials,
+         config_file=args.config, **overrides)
 
 
-COMMANDS = {"run": command_run, "train": command_run, "build": command_build, "data": command_data,
-            "evaluate": command_evaluate, "inspect": command_inspect, "report": command_report,
-            "compare": command_compare, "predict": command_predict, "serve": command_serve,
-            "export": command_export}
+COMMANDS = {
+    "run": command_run, "train": command_run, "build": command_build, "data": command_data,
+    "evaluate": command_evaluate, "inspect": command_inspect, "report": command_report,
+    "compare": command_compare, "predict": command_predict, "serve": command_serve,
+    "export": command_export,
+    "tune": command_tune,
+}
 
 
 def import_keras_quietly():
@@ -568,7 +608,7 @@ def import_keras_quietly():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        if args.command not in ("run", "train", "build"):  # those check their settings first, before any import
+        if args.command not in ("run", "train", "build", "tune"):  # those check their settings first, before any import
             import_keras_quietly()
         status = COMMANDS[args.command](args)
     except AlreadyComplete as e:  # a retried resume: nothing to do is success
