@@ -111,6 +111,8 @@ def _run_directory(config: Config, out, name, resume):
     config = absolute_paths(config)
     path = Path(resume) if resume else run_path(config, out, name)
     data = None if resume else load_data(config)
+    if data is not None and not len(data.x_train):  # a run recorded by cnnlab.RunRecorder keeps its test set alone
+        raise DataError(f"{data.source} holds a test set only (a recorded fit's); train on data with training images")
     with files.exclusive(path):  # checked under the lock: a process that held it may have finished a run of this name
         yield (RunDir(path) if resume else new_run_dir(path)), config, data
 
@@ -136,8 +138,6 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
         data = load_data(config, run)
     print(f"Data: {data.name} from {data.source}: " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) +
           f"; {len(data.class_names)} classes, images {'x'.join(map(str, data.image_shape))}")
-    if not len(data.x_train):
-        raise DataError(f"{data.source} holds a test set only (a recorded fit's); train on data with training images")
     if not run.data.is_file():
         files.write_json(run.data, data.describe())
     note = recipe_note(config, data)

@@ -87,8 +87,9 @@ class MLflowLogger:
 
     def log_results(self, run_dir, metrics: dict):
         """The scores of metrics.json and the run directory's files: report, best model, record, figures."""
-        run = RunDir(run_dir)
-        self.log_metrics({key: value for key, value in metrics.items() if key.startswith(("val_", "test_"))
+        run = RunDir(run_dir)  # the best model's validation scores are its epoch's: named best_val_* here
+        self.log_metrics({("best_" if key.startswith("val_") else "") + key: value for key, value in metrics.items()
+                          if key.startswith(("val_", "test_"))
                           or key in ("best_epoch", "epochs_run", "parameters", "train_seconds", "total_seconds")})
         for name in ARTIFACTS:
             if (run.path / name).is_file():

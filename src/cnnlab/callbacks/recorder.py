@@ -45,7 +45,7 @@ from .tensorboard import TENSORBOARD_IMAGES, tensorboard_callbacks
 TEST_FILE = "test_data.npz"
 
 
-def test_arrays(test_data):
+def arrays_of(test_data):
     """(images, integer labels) of `test_data`: arrays, or a tf.data.Dataset or PyDataset of (x, y) batches."""
     if isinstance(test_data, (tuple, list)) and len(test_data) == 2:
         images, labels = (np.asarray(part) for part in test_data)
@@ -112,7 +112,7 @@ class RunRecorder(keras.callbacks.Callback):
         if self.run.holds_model():
             raise CnnlabError(f"{self.run.path} already holds a trained model; record into another run_dir")
         files.check_writable(self.run.path, flag="run_dir")
-        self.images, self.labels = test_arrays(test_data)
+        self.images, self.labels = arrays_of(test_data)
         self.class_names = None if class_names is None else [str(name) for name in class_names]
         self.monitor, self.tensorboard = monitor, bool(tensorboard)
         self.mlflow = LOCAL if mlflow is True else (mlflow or None)

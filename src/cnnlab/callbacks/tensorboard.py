@@ -23,6 +23,7 @@ from ..feeding import model_input, to_model
 from ..inspection import conv_layers, feature_map_model, filter_images, output_list, trained_kernel
 
 TENSORBOARD_IMAGES = 2000  # validation images the per-epoch confusion matrix counts: the first ones, a fixed set
+TILE_IMAGE_WIDTH = 512  # pixels across a filters or feature maps image, about
 
 
 def require_tensorboard():
@@ -52,10 +53,25 @@ def figure_pixels(fig) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def tiles_image(tiles, columns=8, width=TILE_IMAGE_WIDTH) -> np.ndarray:
+    """(k, h, w) filters or feature maps as one (H, W, 3) uint8 viridis image, one colour scale for all (as
+    `plots.image_grid` draws them), each pixel repeated until the image is about `width` pixels wide: no matplotlib
+    figure, which would cost most of an epoch's images."""
+    from matplotlib import colormaps
+
+    tiles = np.asarray(tiles, np.float64)
+    columns = min(columns, len(tiles))
+    grid = plots.mosaic(tiles, -(-len(tiles) // columns), columns)  # NaN between tiles: drawn black
+    low, high = np.nanmin(grid), np.nanmax(grid)
+    shown = colormaps["viridis"]((grid - low) / ((high - low) or 1.0))[..., :3]
+    zoom = max(1, width // grid.shape[1])
+    return np.uint8(np.round(255 * shown.repeat(zoom, axis=0).repeat(zoom, axis=1)))
+
+
 class EpochImages(keras.callbacks.Callback):
     """Per epoch, as TensorBoard images (step = epoch, as Keras's scalars): `confusion_matrix` of the model's
     predictions for `images`, `filters/LAYER` of the first conv layer (their mean over the input channels for a
-    deeper or colour layer) and `feature_maps/LAYER` of `images[0]` for every conv layer."""
+    colour image) and `feature_maps/LAYER` of `images[0]` for every conv layer, each on its own colour scale."""
 
     def __init__(self, log_dir, images, labels, class_names):
         super().__init__()
@@ -69,26 +85,26 @@ class EpochImages(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(str(self.log_dir))
         self.extractor, self.layer_names = feature_map_model(self.model) if conv_layers(self.model) else (None, [])
 
-    def figures(self, model) -> dict:
-        """{tag: Figure} of the model as it is now."""
+    def pictures(self, model) -> dict:
+        """{tag: (H, W, 3) uint8 image} of the model as it is now."""
         predicted = predict(model, self.images).argmax(axis=1)
         counts = confusion_matrix(self.labels, predicted, len(self.class_names))
-        figures = {"confusion_matrix": plots.confusion_matrix_figure(counts, normalise_rows(counts), self.class_names)}
+        pictures = {"confusion_matrix": figure_pixels(
+            plots.confusion_matrix_figure(counts, normalise_rows(counts), self.class_names))}
         layers = conv_layers(model)
         if layers:
-            filters, caption = filter_images(trained_kernel(layers[0]))
-            figures[f"filters/{layers[0].name}"] = plots.image_grid(filters, title=f"{layers[0].name}: {caption}")
+            pictures[f"filters/{layers[0].name}"] = tiles_image(filter_images(trained_kernel(layers[0]))[0])
             maps = output_list(self.extractor.predict(to_model(model_input(model), self.images[:1]), verbose=0))
             for name, layer_maps in zip(self.layer_names, maps):
-                figures[f"feature_maps/{name}"] = plots.feature_maps_figure(np.asarray(layer_maps[0]), name)
-        return figures
+                pictures[f"feature_maps/{name}"] = tiles_image(np.moveaxis(np.asarray(layer_maps[0]), -1, 0))
+        return pictures
 
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
 
         with self.writer.as_default():
-            for tag, fig in self.figures(self.model).items():
-                tf.summary.image(tag, figure_pixels(fig)[None], step=epoch)
+            for tag, picture in self.pictures(self.model).items():
+                tf.summary.image(tag, picture[None], step=epoch)
         self.writer.flush()
 
     def on_train_end(self, logs=None):
