@@ -59,7 +59,8 @@ def recorded(tmp_path_factory):
     recorder = cnnlab.RunRecorder(runs / "own", test_data=test, tensorboard=True, mlflow=True)
     keras_history = model.fit(x[:1200], y[:1200], validation_data=(x[1200:1500], y[1200:1500]), epochs=2,
                               batch_size=BATCH, callbacks=[recorder], verbose=0).history
-    return {"run": runs / "own", "runs": runs, "keras_history": keras_history, "x": x, "y": y}
+    return {"run": runs / "own", "runs": runs, "keras_history": keras_history, "x": x, "y": y, "model": model,
+            "recorder": recorder}
 
 
 def test_a_recorded_fit_is_a_run_directory_with_what_the_fit_was(recorded):
@@ -220,8 +221,14 @@ def test_test_data_comes_as_arrays_one_hot_or_a_py_dataset():
 
 
 def test_a_recorded_run_is_not_overwritten_nor_trained_on(recorded, capsys):
+    x, y = recorded["x"], recorded["y"]
     with pytest.raises(CnnlabError, match="already holds a trained model"):
-        cnnlab.RunRecorder(recorded["run"], test_data=(recorded["x"][:10], recorded["y"][:10]))
+        cnnlab.RunRecorder(recorded["run"], test_data=(x[:10], y[:10]))
+    best = (recorded["run"] / "best.keras").read_bytes()
+    with pytest.raises(CnnlabError, match="recorded a fit into .* already"):  # a second fit with the same recorder
+        recorded["model"].fit(x[:80], y[:80], validation_data=(x[80:100], y[80:100]), epochs=1, verbose=0,
+                              callbacks=[recorded["recorder"]])
+    assert (recorded["run"] / "best.keras").read_bytes() == best
     assert main(["train", "--dataset", str(recorded["run"] / "test_data.npz"), "--out", str(recorded["runs"])]) == 2
     assert "holds a test set only" in capsys.readouterr().err
 

@@ -100,7 +100,7 @@ class Config:
     tensorboard: bool = False  # event files in RUN_DIR/tensorboard/: scalars, weight histograms, images per epoch
     mlflow: str | None = None  # log to MLflow: a tracking URI, or "local" (RUNS/mlflow.db, SQLite, beside the runs)
     own_model: str | None = None  # a fit recorded by cnnlab.RunRecorder: the user's model (its name), not built
-    loss: str | None = None  # the loss that own model was compiled with (cnnlab's own: sparse categorical cross-entropy)
+    loss: str | None = None  # the loss that own model was compiled with (cnnlab's: sparse categorical cross-entropy)
 
     def to_dict(self):
         return dataclasses.asdict(self)

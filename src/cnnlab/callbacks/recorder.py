@@ -39,8 +39,8 @@ from ..model import summary_text
 from ..pipeline import load_data, test_and_report
 from ..rundir import RunDir
 from ..training import history_with, is_improvement, monitor_mode
-from .mlflow import LOCAL, MLflowLogger, tracking_uri
-from .tensorboard import TENSORBOARD_IMAGES, tensorboard_callbacks
+from .mlflow import LOCAL, MLflowLogger, client_class, tracking_uri
+from .tensorboard import TENSORBOARD_IMAGES, require_tensorboard, tensorboard_callbacks
 
 TEST_FILE = "test_data.npz"
 
@@ -116,6 +116,10 @@ class RunRecorder(keras.callbacks.Callback):
         self.class_names = None if class_names is None else [str(name) for name in class_names]
         self.monitor, self.tensorboard = monitor, bool(tensorboard)
         self.mlflow = LOCAL if mlflow is True else (mlflow or None)
+        if self.tensorboard:  # a missing extra is said before the fit, not after its first epoch
+            require_tensorboard()
+        if self.mlflow:
+            client_class()
         self.history, self.best_value, self.best_epoch = {}, None, 0
         self.config = self.logger = self.mlflow_epochs = None
         self.tracking = keras.callbacks.CallbackList([])
@@ -124,6 +128,9 @@ class RunRecorder(keras.callbacks.Callback):
 
     # ------------------------------------------------------------ at the start: what the model takes
     def on_train_begin(self, logs=None):
+        if self.config is not None:
+            raise CnnlabError(f"this RunRecorder recorded a fit into {self.run.path} already; give the next fit a new "
+                              f"RunRecorder with another run_dir")
         self._started = time.perf_counter()
         model = self.model
         spec = model_input(model)
@@ -155,13 +162,13 @@ class RunRecorder(keras.callbacks.Callback):
     def fit_config(self, batch_size):
         """config.json: what can be known of the fit, in cnnlab's settings."""
         model, spec = self.model, model_input(self.model)
-        optimizer = model.optimizer.get_config()
-        rate = optimizer["learning_rate"]
+        rate = model.optimizer.get_config()["learning_rate"]  # a number, or a serialized schedule
         return make_config(
             dataset=str((self.run.path / TEST_FILE).resolve()), class_names=self.class_names,
             image_size=f"{spec.shape[0]}x{spec.shape[1]}", color_mode="rgb" if spec.channels == 3 else "grayscale",
             own_model=model.name, loss=_name(model.get_compile_config().get("loss")),
-            optimizer=optimizer["name"].lower(), learning_rate=float(str(np.asarray(model.optimizer.learning_rate))),
+            optimizer=type(model.optimizer).__name__.lower(),
+            learning_rate=float(str(np.asarray(model.optimizer.learning_rate))),  # float32's shortest text: 0.003
             lr_schedule=_name(rate) if isinstance(rate, dict) else "constant", batch_size=batch_size,
             epochs=self.params["epochs"], monitor=self.monitor, tensorboard=self.tensorboard, mlflow=self.mlflow)
 
