@@ -34,7 +34,7 @@ def digit_pixels():
     return np.uint8(np.round(digits.images * 255 / 16))[..., None], digits.target
 
 
-def own_model(rescale=True, metrics=("accuracy",)):
+def users_model(rescale=True, metrics=("accuracy",)):
     """A user's tiny model, written without cnnlab; with `rescale` it takes 0..255 pixels (Rescaling first)."""
     layers = [keras.layers.Rescaling(1 / 255)] if rescale else []
     model = keras.Sequential([keras.Input((8, 8, 1)), *layers, keras.layers.Conv2D(8, 3, activation="relu"),
@@ -53,7 +53,7 @@ def recorded(tmp_path_factory):
 
     x, y = digit_pixels()
     keras.utils.set_random_seed(1)
-    model = own_model()
+    model = users_model()
     runs = tmp_path_factory.mktemp("runs")
     test = tf.data.Dataset.from_tensor_slices((x[1500:], y[1500:])).batch(64)
     recorder = cnnlab.RunRecorder(runs / "own", test_data=test, tensorboard=True, mlflow=True)
@@ -66,7 +66,7 @@ def recorded(tmp_path_factory):
 def test_a_recorded_fit_is_a_run_directory_with_what_the_fit_was(recorded):
     run = cnnlab.RunDir(recorded["run"])
     config = run.read_config()
-    assert (config.own_model, config.loss, config.optimizer, config.batch_size, config.epochs) == \
+    assert (config.recorded_model, config.loss, config.optimizer, config.batch_size, config.epochs) == \
         ("own_cnn", "sparse_categorical_crossentropy", "adam", BATCH, 2)
     assert (config.learning_rate, config.image_size, config.color_mode, config.monitor) == \
         (0.003, "8x8", "grayscale", "val_accuracy")
@@ -105,7 +105,7 @@ def test_compare_report_inspect_and_serve_take_a_recorded_run(recorded, digits_r
     run = recorded["run"]
     assert main(["compare", str(run), str(digits_run)]) == 0
     table = capsys.readouterr().out
-    assert "own_model" in table and "own_cnn" in table and "test accuracy" in table
+    assert "recorded_model" in table and "own_cnn" in table and "test accuracy" in table
     page = (run / "report.html").read_text()  # report_from_run's, from the run's files, as `cnnlab report` makes it
     accuracy = json.loads((run / "metrics.json").read_text())["test_accuracy"]
     assert "own_cnn" in page and f'data-metric="test_accuracy" data-value="{accuracy}"' in page
@@ -153,7 +153,7 @@ def test_mlflow_has_params_metrics_per_epoch_scores_and_files(recorded):
     [run] = client.search_runs([client.get_experiment_by_name("cnnlab").experiment_id], "attributes.run_name = 'own'")
     metrics = json.loads((recorded["run"] / "metrics.json").read_text())
     assert run.info.run_name == "own" and run.info.status == "FINISHED"
-    assert run.data.params["own_model"] == "own_cnn" and run.data.params["batch_size"] == str(BATCH)
+    assert run.data.params["recorded_model"] == "own_cnn" and run.data.params["batch_size"] == str(BATCH)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     files = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
@@ -188,7 +188,7 @@ def test_a_model_that_takes_raw_pixels_without_rescaling_is_refused_at_the_start
     x, y = digit_pixels()
     recorder = cnnlab.RunRecorder(tmp_path / "raw", test_data=(x[:50], y[:50]))
     with pytest.raises(DataError, match=r"0\.\.255 pixels but the model takes \[0, 1\].*Rescaling\(1/255\)"):
-        own_model(rescale=False).fit(x[:80], y[:80], validation_data=(x[80:100], y[80:100]), epochs=1,
+        users_model(rescale=False).fit(x[:80], y[:80], validation_data=(x[80:100], y[80:100]), epochs=1,
                                      callbacks=[recorder], verbose=0)
     assert not (tmp_path / "raw" / "best.keras").exists()
 
@@ -196,10 +196,10 @@ def test_a_model_that_takes_raw_pixels_without_rescaling_is_refused_at_the_start
 def test_a_model_without_accuracy_or_validation_is_refused_in_its_first_epoch(tmp_path):
     x, y = digit_pixels()
     with pytest.raises(CnnlabError, match=r"metrics=\['accuracy'\]"):
-        own_model(metrics=()).fit(x[:80], y[:80], validation_data=(x[80:100], y[80:100]), epochs=1, verbose=0,
+        users_model(metrics=()).fit(x[:80], y[:80], validation_data=(x[80:100], y[80:100]), epochs=1, verbose=0,
                   callbacks=[cnnlab.RunRecorder(tmp_path / "a", test_data=(x[:50], y[:50]))])
     with pytest.raises(CnnlabError, match="validation_data="):
-        own_model().fit(x[:80], y[:80], epochs=1, verbose=0,
+        users_model().fit(x[:80], y[:80], epochs=1, verbose=0,
                         callbacks=[cnnlab.RunRecorder(tmp_path / "b", test_data=(x[:50], y[:50]))])
 
 

@@ -99,8 +99,8 @@ class Config:
     # tracking and recording (cnnlab.callbacks): where else training shows; none of these change what is trained
     tensorboard: bool = False  # event files in RUN_DIR/tensorboard/: scalars, weight histograms, images per epoch
     mlflow: str | None = None  # log to MLflow: a tracking URI, or "local" (RUNS/mlflow.db, SQLite, beside the runs)
-    own_model: str | None = None  # a fit recorded by cnnlab.RunRecorder: the user's model (its name), not built
-    loss: str | None = None  # the loss that own model was compiled with (cnnlab's: sparse categorical cross-entropy)
+    recorded_model: str | None = None  # a fit recorded by cnnlab.RunRecorder: the user's model (its name), not built
+    loss: str | None = None  # the loss the recorded model was compiled with (cnnlab's: sparse categorical cross-entropy)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -268,17 +268,17 @@ def validate(config: Config) -> Config:
     need(all(1 <= u <= 8192 for u in config.dense_units), f"dense_units must each be in 1..8192, got {config.dense_units}")
     need(0 <= config.dropout < 1, f"dropout must be in [0, 1), not {config.dropout}")
     need(config.kernel_size >= 1, f"kernel_size must be at least 1, not {config.kernel_size}")
-    size = None if config.own_model else known_image_size(config)  # else checked when the data is read, before building
+    size = None if config.recorded_model else known_image_size(config)  # else checked when the data is read
     need(size is None or architecture_problem(config, size) is None, size and architecture_problem(config, size))
     need(config.convs_per_block >= 1, f"convs_per_block must be at least 1, not {config.convs_per_block}")
     need(config.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {config.precision!r}")
     need(0 <= config.augment_translate <= 0.5, f"augment_translate must be in [0, 0.5], not {config.augment_translate}")
     need(0 <= config.augment_rotate <= 180, f"augment_rotate must be in [0, 180] degrees, not {config.augment_rotate}")
     need(0 <= config.augment_zoom < 1, f"augment_zoom must be in [0, 1), not {config.augment_zoom}")
-    need(config.optimizer in OPTIMIZERS or config.own_model,  # an own model's optimizer is recorded, not built
+    need(config.optimizer in OPTIMIZERS or config.recorded_model,  # a recorded model's optimizer is not built
          f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {config.optimizer!r}")
     need(0 < config.learning_rate <= 10, f"learning_rate must be in (0, 10], not {config.learning_rate}")
-    need(config.lr_schedule in LR_SCHEDULES or config.own_model,
+    need(config.lr_schedule in LR_SCHEDULES or config.recorded_model,
          f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {config.lr_schedule!r}")
     need(0 <= config.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), not {config.warmup_fraction}")
     need(config.batch_size >= 1, f"batch_size must be positive, not {config.batch_size}")

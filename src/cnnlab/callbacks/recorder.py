@@ -166,7 +166,7 @@ class RunRecorder(keras.callbacks.Callback):
         return make_config(
             dataset=str((self.run.path / TEST_FILE).resolve()), class_names=self.class_names,
             image_size=f"{spec.shape[0]}x{spec.shape[1]}", color_mode="rgb" if spec.channels == 3 else "grayscale",
-            own_model=model.name, loss=_name(model.get_compile_config().get("loss")),
+            recorded_model=model.name, loss=_name(model.get_compile_config().get("loss")),
             optimizer=type(model.optimizer).__name__.lower(),
             learning_rate=float(str(np.asarray(model.optimizer.learning_rate))),  # float32's shortest text: 0.003
             lr_schedule=_name(rate) if isinstance(rate, dict) else "constant", batch_size=batch_size,
