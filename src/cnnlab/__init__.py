@@ -12,6 +12,7 @@ Names are imported on first use, so `import cnnlab` (and `cnnlab --help`) does n
 import importlib
 
 _EXPORTS = {
+    "callbacks": ["RunRecorder"],
     "config": ["Config", "make_config"],
     "data": ["Dataset", "load_dataset", "read_idx"],
     "errors": ["CnnlabError"],

@@ -105,6 +105,13 @@ def add_training_options(p, output=True):
     g.add_argument("--out", default="runs", metavar="DIR", help="where run directories go (runs)")
     g.add_argument("--name", help="run directory name (default: DATASET-RECIPE-TIMESTAMP)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last completed epoch")
+    g = p.add_argument_group("tracking (cnnlab.callbacks)")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, help="TensorBoard event files in "
+                   "RUN_DIR/tensorboard/: epoch scalars, learning rate, weight histograms, and per epoch the confusion "
+                   "matrix, first-layer filters and feature maps (needs cnnlab[tensorboard])")
+    g.add_argument("--mlflow", nargs="?", const="local", metavar="URI", help="log params, epoch metrics, test scores "
+                   "and files to MLflow: alone, a SQLite store beside the runs (OUT/mlflow.db); or a tracking URI "
+                   "(needs cnnlab[mlflow])")
 
 
 def add_test_time_augmentation_option(p, default):
@@ -282,7 +289,8 @@ def training_config(args):
             raise CnnlabError(f"--resume continues {args.resume} in place, with its own settings; "
                               f"drop {', '.join(placed)}")
         given = {k: v for k, v in overrides.items() if v is not None}
-        changed = sorted(set(given) - {"epochs", "data_dir"})  # the same data may have moved to another folder
+        # the same data may have moved to another folder; tracking changes nothing trained
+        changed = sorted(set(given) - {"epochs", "data_dir", "tensorboard", "mlflow"})
         if changed:
             raise CnnlabError(f"--resume continues a run with its own settings; only --epochs and --data-dir may "
                               f"change, not {', '.join('--' + k.replace('_', '-') for k in changed)}")

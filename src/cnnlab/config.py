@@ -96,6 +96,11 @@ class Config:
     # scoring
     test_time_augmentation: str = "none"  # flip: average over the image and its mirror; shift: and 1-pixel shifts
     ensemble: int = 1  # networks trained one after another (seeds seed, seed+1, ...); the model averages them
+    # tracking and recording (cnnlab.callbacks): where else training shows; none of these change what is trained
+    tensorboard: bool = False  # event files in RUN_DIR/tensorboard/: scalars, weight histograms, images per epoch
+    mlflow: str | None = None  # log to MLflow: a tracking URI, or "local" (RUNS/mlflow.db, SQLite, beside the runs)
+    recorded_model: str | None = None  # a fit recorded by cnnlab.RunRecorder: the user's model (its name), not built
+    loss: str | None = None  # the loss the recorded model was compiled with (cnnlab's: sparse categorical cross-entropy)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -263,16 +268,17 @@ def validate(config: Config) -> Config:
     need(all(1 <= u <= 8192 for u in config.dense_units), f"dense_units must each be in 1..8192, got {config.dense_units}")
     need(0 <= config.dropout < 1, f"dropout must be in [0, 1), not {config.dropout}")
     need(config.kernel_size >= 1, f"kernel_size must be at least 1, not {config.kernel_size}")
-    size = known_image_size(config)  # else checked when the data is read, before the model is built
+    size = None if config.recorded_model else known_image_size(config)  # else checked when the data is read
     need(size is None or architecture_problem(config, size) is None, size and architecture_problem(config, size))
     need(config.convs_per_block >= 1, f"convs_per_block must be at least 1, not {config.convs_per_block}")
     need(config.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {config.precision!r}")
     need(0 <= config.augment_translate <= 0.5, f"augment_translate must be in [0, 0.5], not {config.augment_translate}")
     need(0 <= config.augment_rotate <= 180, f"augment_rotate must be in [0, 180] degrees, not {config.augment_rotate}")
     need(0 <= config.augment_zoom < 1, f"augment_zoom must be in [0, 1), not {config.augment_zoom}")
-    need(config.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {config.optimizer!r}")
+    need(config.optimizer in OPTIMIZERS or config.recorded_model,  # a recorded model's optimizer is not built
+         f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {config.optimizer!r}")
     need(0 < config.learning_rate <= 10, f"learning_rate must be in (0, 10], not {config.learning_rate}")
-    need(config.lr_schedule in LR_SCHEDULES,
+    need(config.lr_schedule in LR_SCHEDULES or config.recorded_model,
          f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {config.lr_schedule!r}")
     need(0 <= config.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), not {config.warmup_fraction}")
     need(config.batch_size >= 1, f"batch_size must be positive, not {config.batch_size}")
@@ -290,4 +296,5 @@ def validate(config: Config) -> Config:
     need(1 <= config.ensemble <= MAX_ENSEMBLE, f"ensemble must be in 1..{MAX_ENSEMBLE} networks, not {config.ensemble}")
     need(0 <= config.seed <= 2**32 - config.ensemble,
          f"seed must be in 0..{2**32 - config.ensemble} (the networks of an ensemble use seed, seed+1, ...), not {config.seed}")
+    need(config.mlflow is None or config.mlflow.strip(), "mlflow must be a tracking URI or local, not empty")
     return config

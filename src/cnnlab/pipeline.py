@@ -18,7 +18,9 @@ import numpy as np
 from . import environment, files, plots
 from .config import Config, make_config
 from .data import DIGIT_STYLE, Dataset, changes, load_dataset, short_name
-from .errors import CnnlabError, TrainingInterrupted
+from .callbacks.mlflow import mlflow_run
+from .callbacks.tensorboard import TENSORBOARD_IMAGES, tensorboard_callbacks
+from .errors import CnnlabError, DataError, TrainingInterrupted
 from .evaluation import evaluate, scores, view_probabilities
 from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_maps,
                          filter_images, load_model, trained_kernel, untrained_kernel)
@@ -85,8 +87,11 @@ def train_run(config: Config, out="runs", name=None, resume=None, verbose=None, 
     An ensemble trains its networks one after another, each in a run directory of its own (`RunDir.member`), so
     that a resumed ensemble keeps the networks it finished. `callbacks` go to Keras's fit (a benchmark's timer).
     """
-    with _run_directory(config, out, name, resume) as (run, config, data):
-        return _train_run(run, config, data, resume, verbose, callbacks, tested=False)
+    with _run_directory(config, out, name, resume) as (run, config, data), mlflow_run(config, run.path) as mlflow:
+        result = _train_run(run, config, data, resume, verbose, callbacks, tested=False, mlflow=mlflow)
+        if mlflow:
+            mlflow.log_results(run.path, result[3])
+        return result
 
 
 def absolute_paths(config: Config) -> Config:
@@ -106,13 +111,16 @@ def _run_directory(config: Config, out, name, resume):
     config = absolute_paths(config)
     path = Path(resume) if resume else run_path(config, out, name)
     data = None if resume else load_data(config)
+    if data is not None and not len(data.x_train):  # a run recorded by cnnlab.RunRecorder keeps its test set alone
+        raise DataError(f"{data.source} holds a test set only (a recorded fit's); train on data with training images")
     with files.exclusive(path):  # checked under the lock: a process that held it may have finished a run of this name
         yield (RunDir(path) if resume else new_run_dir(path)), config, data
 
 
-def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, tested):
+def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, tested, mlflow=None):
     """train_run's work, in the locked run directory. `tested`: the caller (`run`) scores the model on the test set
-    next, so a resumed run that trained to its end but has no test scores yet is not refused."""
+    next, so a resumed run that trained to its end but has no test scores yet is not refused. `mlflow`: the
+    MLflowLogger of the run (see `mlflow_run`), which logs each network's epochs."""
     single = config.ensemble == 1
     networks = [run] if single else [run.member(k) for k in range(1, config.ensemble + 1)]
     states = [network.read_state() if resume else None for network in networks]
@@ -154,8 +162,9 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
         if not single:
             print(f"Network {k + 1} of {config.ensemble} (seed {network_config.seed}): {network.path}")
         try:
+            tracking = tracking_callbacks(config, network, data, mlflow, network=None if single else k + 1)
             results.append(train(model, data, network_config, network.path, resume=bool(state), verbose=verbose,
-                                 callbacks=callbacks))
+                                 callbacks=[*tracking, *callbacks]))
         except TrainingInterrupted as e:  # resumed from the run directory, not from the network's own
             if single:
                 raise
@@ -193,6 +202,18 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
     }
     files.write_json(run.metrics, metrics)
     return run, best, data, metrics
+
+
+def tracking_callbacks(config: Config, run: RunDir, data: Dataset, mlflow=None, network=None) -> list:
+    """The callbacks that show a network's training elsewhere: TensorBoard (--tensorboard) on the first
+    `TENSORBOARD_IMAGES` validation images, MLflow (--mlflow) for its epochs (`network`: an ensemble's, from 1)."""
+    found = []
+    if config.tensorboard:
+        rows = np.arange(min(TENSORBOARD_IMAGES, len(data.y_val)))  # only these rows: x_val may be streamed
+        found += tensorboard_callbacks(run.path / "tensorboard", data.x_val[rows], data.y_val[rows], data.class_names)
+    if mlflow:
+        found.append(mlflow.for_network(network))
+    return found
 
 
 TUNED_ON = ("mnist", "fashion_mnist", "digits")  # where the fast and best recipes were measured
@@ -301,20 +322,29 @@ def inspect_model(model, image, out_dir, title="input", include_pooling=False, s
 
 def run(config: Config, out="runs", name=None, resume=None, verbose=None) -> RunDir:
     """The whole assignment: train with early stopping, score on the test set, show, look inside."""
-    from .report import report_from_run  # the report builds on this module
-
     started = time.perf_counter()
-    with _run_directory(config, out, name, resume) as (run_dir, config, data):  # locked until the report is written
-        _, best, data, metrics = _train_run(run_dir, config, data, resume, verbose, (), tested=True)
-        per_view = view_probabilities(best, data.x_test, test_time_augmentation=config.test_time_augmentation)
-        metrics.update(evaluate_model(best, data, run_dir.figures, config.test_time_augmentation, per_view))
-        index = 0
-        inspect_model(best, data.x_test[index], run_dir.figures,
-                      title=f"test image {index}: {data.class_names[data.y_test[index]]}", style=data.style)
-        metrics["total_seconds"] = round(time.perf_counter() - started, 2)
-        files.write_json(run_dir.metrics, metrics)
-        report = report_from_run(run_dir.path, model=best, data=data, probabilities=np.mean(per_view, axis=0))
+    with _run_directory(config, out, name, resume) as (run_dir, config, data), \
+            mlflow_run(config, run_dir.path) as mlflow:  # locked until the report is written
+        _, best, data, metrics = _train_run(run_dir, config, data, resume, verbose, (), tested=True, mlflow=mlflow)
+        report = test_and_report(run_dir, best, data, config, metrics, started)
+        if mlflow:
+            mlflow.log_results(run_dir.path, metrics)
     print(f"Report: {report}")
     print(f"Run directory: {run_dir.path}")
     return run_dir
+
+
+def test_and_report(run_dir: RunDir, best, data: Dataset, config: Config, metrics, started) -> Path:
+    """The end of a run once trained (by `run`, or a fit that cnnlab.RunRecorder recorded): test scores and figures
+    (predictions, filters, feature maps), metrics.json with them, then report.html."""
+    from .report import report_from_run  # the report builds on this module
+
+    per_view = view_probabilities(best, data.x_test, test_time_augmentation=config.test_time_augmentation)
+    metrics.update(evaluate_model(best, data, run_dir.figures, config.test_time_augmentation, per_view))
+    index = 0
+    inspect_model(best, data.x_test[index], run_dir.figures,
+                  title=f"test image {index}: {data.class_names[data.y_test[index]]}", style=data.style)
+    metrics["total_seconds"] = round(time.perf_counter() - started, 2)
+    files.write_json(run_dir.metrics, metrics)
+    return report_from_run(run_dir.path, model=best, data=data, probabilities=np.mean(per_view, axis=0))
 

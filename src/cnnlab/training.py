@@ -141,6 +141,26 @@ def finish_epoch(run: RunDir, state):
             old.unlink()
 
 
+def history_with(history, row) -> dict:
+    """A copy of `history` ({column: [values]}) with one epoch's `row` appended; epochs without validation leave NaN
+    in the val_ columns."""
+    history = {key: list(values) for key, values in history.items()}
+    done = len(history.get("epoch", []))
+    for key in {**history, **row}:
+        history.setdefault(key, [math.nan] * done).append(row.get(key, math.nan))
+    return history
+
+
+def monitor_mode(monitor) -> str:
+    return "max" if "accuracy" in monitor else "min"
+
+
+def is_improvement(value, best, mode, min_delta=0.0) -> bool:
+    """Whether the monitored `value` (None: not measured this epoch) beats `best` (None: nothing yet) by min_delta."""
+    return value is not None and (best is None or (value > best + min_delta if mode == "max"
+                                                   else value < best - min_delta))
+
+
 class EpochRecorder(keras.callbacks.Callback):
     """Stop cleanly on Ctrl-C or a non-finite loss, else commit each completed epoch (see the module docstring).
 
@@ -150,7 +170,7 @@ class EpochRecorder(keras.callbacks.Callback):
     def __init__(self, run: RunDir, config: Config, state, early_stopping):
         super().__init__()
         self.run, self.config, self.state, self.early_stopping = run, config, state, early_stopping
-        self.mode = "max" if "accuracy" in config.monitor else "min"
+        self.mode = monitor_mode(config.monitor)
         self.interrupted = False
         self._epoch_started = 0.0
 
@@ -189,14 +209,9 @@ class EpochRecorder(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
                "learning_rate": float(_numpy(self.model.optimizer.learning_rate)),
                "seconds": time.perf_counter() - self._epoch_started}
-        history = {key: list(values) for key, values in self.state["history"].items()}
-        done = len(history.get("epoch", []))
-        for key in {**history, **row}:  # epochs without validation leave NaN in the val_ columns
-            history.setdefault(key, [math.nan] * done).append(row.get(key, math.nan))
+        history = history_with(self.state["history"], row)
         value, best = logs.get(self.config.monitor), self.state["best_value"]
-        improved = value is not None and (
-            best is None or (value > best + self.config.min_delta if self.mode == "max"
-                             else value < best - self.config.min_delta))
+        improved = is_improvement(value, best, self.mode, self.config.min_delta)
         checkpoint = self.run.checkpoint_model(epoch + 1)
         try:
             files.save_model(self.model, checkpoint)

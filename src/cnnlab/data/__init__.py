@@ -128,6 +128,9 @@ def _three_splits(splits, validation_split, test_split, seed, limit_train, class
     folder), the validation split cut from the training images when it has none; `limit_train` first."""
     if "all" in splits:
         splits["train"] = splits.pop("all")
+    if "train" not in splits:  # a test set alone (npz.py): no images to train or validate on
+        x, y = splits["test"]
+        return {"train": (x[:0], y[:0]), "val": (x[:0], y[:0]), "test": (x, y)}
     if "test" not in splits:
         x, y = splits["train"]
         kept, cut = split_rows(y, test_split, seed, "test", "images", "training and validation",

@@ -1,6 +1,8 @@
 """An .npz file of arrays, as `np.savez("mine.npz", x_train=..., y_train=..., x_test=..., y_test=...)` saves what
 `keras.datasets.*.load_data()` returns; `class_names` (strings) is optional, `x_test`/`y_test` too (the test split
 is then cut off). Images are (N, H, W) or (N, H, W, 1|3), uint8 0..255 or float in [0, 1]. Read without pickle.
+A test set alone (`x_test`, `y_test`) is what cnnlab.RunRecorder keeps of a fit it recorded: it can be scored and
+reported on, not trained on.
 """
 
 from pathlib import Path
@@ -23,7 +25,8 @@ def read_npz(path, class_names=None):
         raise DataError(f"{path}: holds Python objects, which are not read (no pickle); save plain arrays: {e}") from None
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
-    needed = KEYS if "x_test" in arrays or "y_test" in arrays else KEYS[:2]
+    needed = KEYS[:2] if "x_test" not in arrays and "y_test" not in arrays else KEYS[2:] if "x_train" not in arrays \
+        else KEYS
     missing = [key for key in needed if key not in arrays]
     if missing:
         raise DataError(f"{path}: lacks {', '.join(missing)} (it has {', '.join(arrays) or 'nothing'}); save it with "
