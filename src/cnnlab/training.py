@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from . import files
+from . import environment, files
 from .config import Config
 from .data import Dataset, keras_cache_dir
 from .errors import AlreadyComplete, CnnlabError, TrainingDiverged, TrainingInterrupted
@@ -425,7 +425,7 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
             **validation_data(data, config.eval_batch_size),
             validation_freq=validation_epochs(config), epochs=config.epochs, initial_epoch=state["epochs_completed"],
             callbacks=[early_stopping, recorder, *callbacks],
-            verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
+            verbose=verbose if verbose is not None else (1 if environment.live_output() else 2),
         )
     except KeyboardInterrupt:
         raise recorder.interruption() from None
