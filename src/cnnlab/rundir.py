@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import files
 from .config import make_config
-from .errors import CnnlabError, ConfigError
+from .errors import CnnlabError, ConfigError, resume_call
 
 
 def run_config_of(model_path) -> Path:
@@ -124,7 +124,7 @@ class RunDir:
         """metrics.json as a dict that has at least the `required` keys."""
         if not self.metrics.exists() and (self.state.exists() or (self.path / "members").exists()):
             raise CnnlabError(f"{self.path} has not finished training (it has no metrics.json yet); finish it with "
-                              f"cnnlab run --resume {self.path}, or leave it out")
+                              f"{resume_call(self.path, 'run')}, or leave it out")
         metrics = self.read_json(self.metrics)
         missing = [key for key in required if key not in metrics] if isinstance(metrics, dict) else ["all"]
         if missing:

@@ -26,7 +26,7 @@ import numpy as np
 from . import environment, files
 from .config import Config
 from .data import Dataset, keras_cache_dir
-from .errors import AlreadyComplete, CnnlabError, TrainingDiverged, TrainingInterrupted
+from .errors import AlreadyComplete, CnnlabError, TrainingDiverged, TrainingInterrupted, resume_call
 from .inspection import load_model
 from .rundir import RunDir
 
@@ -169,7 +169,7 @@ class EpochRecorder(keras.callbacks.Callback):
                 else "no epoch had completed, so no model was saved")
         return TrainingDiverged(
             f"loss became {loss} in epoch {epoch + 1}; training stopped; {kept}; "
-            f"start a new run with a lower --learning-rate (this one used {self.config.learning_rate})")
+            f"start a new run with a lower learning_rate= (this one used {self.config.learning_rate})")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
@@ -203,7 +203,7 @@ class EpochRecorder(keras.callbacks.Callback):
         except OSError as e:  # a full disk or a folder gone: the earlier epochs' files are untouched
             raise CnnlabError(f"could not save epoch {epoch + 1} in {self.run.path}: {e.strerror or e}; "
                               f"the earlier epochs are intact; fix that, then resume with: "
-                              f"cnnlab train --resume {self.run.path}") from None
+                              f"{resume_call(self.run.path)}") from None
         self.state.update({
             "epochs_completed": epoch + 1, "checkpoint": checkpoint.name, "history": history,
             "best_value": float(value) if improved else best,
@@ -346,7 +346,7 @@ def augmentation_stall_warning(model, platform=None) -> str | None:
         return None
     return (f"warning: {', '.join(sorted(stalling))} make JAX training on a {platform.upper()} stall (Keras's augmentation "
             f"layers; keras-team/keras#23229); train with KERAS_BACKEND=tensorflow, or without them: "
-            f"--augment-translate 0 --augment-rotate 0 --augment-zoom 0")
+            f"augment_translate=0, augment_rotate=0, augment_zoom=0")
 
 
 def validation_epochs(config: Config) -> list:
@@ -371,7 +371,7 @@ def check_resumable(run: RunDir, state, config: Config, tested=False):
         raise AlreadyComplete(f"{run.path} already stopped early after epoch {done} ({config.monitor} stopped "
                               f"improving); there is nothing to resume")
     if done >= config.epochs:
-        more = "raise --epochs to train on" if config.lr_schedule == "constant" else \
+        more = "raise epochs= to train on" if config.lr_schedule == "constant" else \
             f"its {config.lr_schedule} learning-rate schedule has ended; start a new run to train longer"
         raise AlreadyComplete(f"{run.path} already completed {done} of {config.epochs} epochs; {more}")
 
