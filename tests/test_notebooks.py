@@ -1,12 +1,12 @@
 """The notebooks in examples/ run top to bottom in a fresh Jupyter kernel, and every figure shows as an image.
 
 A fresh kernel is the case that once failed: cnnlab's figures are made without pyplot, and IPython shows a bare
-matplotlib Figure as the text `<Figure size 1000x380 with 2 Axes>` until pyplot has been imported. Each notebook runs
-in a folder of its own (its runs/ and files go there); a cell tagged "figure" must have shown a PNG.
+matplotlib Figure as the text `<Figure size 1000x380 with 2 Axes>` until a pyplot figure or `%matplotlib inline` has
+loaded matplotlib's inline backend. Each notebook runs in a folder of its own (its runs/ and files go there); a cell
+tagged "figure" must have shown a PNG, one tagged "progress" Keras's progress bar.
 """
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -57,12 +57,35 @@ def test_runs_in_a_fresh_kernel_with_its_figures_inline(path, tmp_path):
     assert figure_cells, f"{path.name} has no cell tagged figure"
     notebook.cells.append(nbformat.v4.new_code_cell(INLINE_PROBE))
     # a CellExecutionError (with the cell and its traceback) when any cell fails
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
     for cell in figure_cells:
         kinds = [kind for output in cell.outputs for kind in output.get("data", {})]
         assert "image/png" in kinds, f"no image from:\n{cell.source}\noutputs: {cell.outputs}"
     for cell in code_cells(notebook):
+        if "progress" in cell.metadata.get("tags", []):  # Keras's progress bar (verbose=1), not a line per epoch
+            assert "━" in "".join(output.get("text", "") for output in cell.outputs), cell.source
         for output in cell.outputs:
             text = output.get("data", {}).get("text/plain", "")
             assert not (text.startswith("<Figure size") and "image/png" not in output["data"]), cell.source
     assert notebook.cells[-1].outputs[0]["text"].strip() == "Figures draw themselves"
+
+
+def test_a_figure_draws_itself_as_png_and_a_run_directory_as_html(tmp_path):
+    """What a notebook asks the cell's value for (IPython's _repr_png_ and _repr_html_), asked here directly."""
+    from cnnlab import RunDir, plots
+
+    png = plots.learning_curves({"loss": [1.0, 0.5], "val_loss": [1.2, 0.8]})._repr_png_()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    run = RunDir(tmp_path / "digits-seed-1")
+    assert "no such run directory yet" in run._repr_html_()
+    run.path.mkdir()
+    run.write_history({"epoch": [1, 2], "loss": [1.0, 0.5]})
+    assert "not finished: 2 epoch(s) completed" in run._repr_html_()
+    run.metrics.write_text(json.dumps({"dataset": "digits", "recipe": "seed", "best_epoch": 2, "epochs_run": 2,
+                                       "val_accuracy": 0.9, "val_loss": 0.3, "test_accuracy": 0.8765, "test_loss": 0.4}))
+    shown = run._repr_html_()
+    assert "<b>digits-seed-1</b>" in shown and "<td>test</td><td>87.65%</td><td>0.4000</td>" in shown
+    assert "report.html" not in shown
+    run.report.write_text("<html></html>")
+    assert 'href="' in run._repr_html_() and "digits-seed-1/report.html" in run._repr_html_()

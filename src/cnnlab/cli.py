@@ -394,8 +394,8 @@ def command_inspect(args):
             if args.dataset or args.data_dir:  # the data asked for must be there
                 raise
             data, image, title, style = None, None, None, "digits"
-            print(f"cnnlab: filters only: {flag_spelling(str(e).split(' (')[0])}; for feature maps give --image FILE, or --dataset "
-                  f"NAME_OR_PATH (--data-dir DIR)", file=sys.stderr)
+            print(f"cnnlab: filters only: {flag_spelling(str(e).split(' (')[0])}; for feature maps give --image FILE, "
+                  f"or --dataset NAME_OR_PATH (--data-dir DIR)", file=sys.stderr)
         if data is not None:
             if not 0 <= args.index < len(data.x_test):
                 raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
