@@ -6,9 +6,12 @@ loaded matplotlib's inline backend. Each notebook runs in a folder of its own (i
 tagged "figure" must have shown a PNG, one tagged "progress" Keras's progress bar.
 """
 
+import gc
 import json
+import weakref
 
 import pytest
+from matplotlib._pylab_helpers import Gcf
 
 from conftest import REPO, missing
 
@@ -75,8 +78,13 @@ def test_a_figure_draws_itself_as_png_and_a_run_directory_as_html(tmp_path):
     """What a notebook asks the cell's value for (IPython's _repr_png_ and _repr_html_), asked here directly."""
     from cnnlab import RunDir, plots
 
-    png = plots.learning_curves({"loss": [1.0, 0.5], "val_loss": [1.2, 0.8]})._repr_png_()
+    figure = plots.learning_curves({"loss": [1.0, 0.5], "val_loss": [1.2, 0.8]})
+    png = figure._repr_png_()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    drawn = weakref.ref(figure)  # pyplot holds no reference: a script's figures are freed with their last name
+    del figure
+    gc.collect()
+    assert drawn() is None and not Gcf.get_all_fig_managers()
     run = RunDir(tmp_path / "digits-seed-1")
     assert "no such run directory yet" in run._repr_html_()
     run.path.mkdir()
