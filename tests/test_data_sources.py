@@ -147,7 +147,7 @@ def test_mixed_sizes_are_resized_to_the_most_common_with_a_note(digits, tmp_path
         Image.open(path).resize((40, 30)).save(path)
     data = load_dataset(str(root))
     assert data.image_shape == (28, 28, 1)
-    assert any("2 sizes" in note and "28x28" in note and "--image-size" in note for note in data.notes)
+    assert any("2 sizes" in note and "28x28" in note and "image_size=" in note for note in data.notes)
 
 
 def test_most_images_undecodable_is_a_wrong_folder(tmp_path, capsys):

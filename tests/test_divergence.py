@@ -100,7 +100,8 @@ def test_disk_filling_up_mid_training_keeps_earlier_epochs_and_resumes(tmp_path,
         train_run(config, out=tmp_path, name="run", verbose=0)
     run = RunDir(tmp_path / "run")
     assert str(caught.value) == (f"could not save epoch 2 in {run.path}: No space left on device; the earlier epochs "
-                                 f"are intact; fix that, then resume with: cnnlab train --resume {run.path}")
+                                 f"are intact; fix that, then resume with: cnnlab.train_run(cnnlab.resume_config('{run.path}'), "
+                                 f"resume='{run.path}')")
     assert run.read_state()["epochs_completed"] == 1
     assert load_model(run.best_model).count_params() > 0
     monkeypatch.undo()

@@ -317,7 +317,7 @@ def test_a_stalled_download_times_out(mirror, monkeypatch, tmp_path, sent):
         load_arrays("mnist")
     assert time.monotonic() - started < STALL_S / 2  # the timeout ended it, not the server
     assert (f"download failed: cannot download {mirror.url}mnist.npz (nothing received for 1 s); check that the "
-            f"mirror CNNLAB_MIRROR names holds it, laid out as cnnlab's cache); pass --data-dir DIR with its files"
+            f"mirror CNNLAB_MIRROR names holds it, laid out as cnnlab's cache); pass data_dir=DIR with its files"
             in str(caught.value))
     assert cache_files(tmp_path) == []
 
@@ -332,7 +332,7 @@ def test_a_missing_file_is_a_one_line_error_that_says_what_to_do(mirror, monkeyp
     assert "\n" not in message
     assert message.endswith(f"download failed: cannot download {mirror.url}kmnist/train-labels-idx1-ubyte.gz (HTTP "
                             f"404 Not Found); check that the mirror CNNLAB_MIRROR names holds it, laid out as cnnlab's "
-                            f"cache); pass --data-dir DIR with its files")
+                            f"cache); pass data_dir=DIR with its files")
     assert cache_files(tmp_path) == []  # train-images came first, and was not kept alone
 
 

@@ -97,7 +97,8 @@ def test_an_interrupted_ensemble_resumes_in_its_unfinished_network(ensemble_run,
     with pytest.raises(TrainingInterrupted) as stopped:
         train_run(make_config(**SETTINGS), out=tmp_path, name="run", verbose=0, callbacks=[StopDuringNetwork(2)])
     assert str(stopped.value) == (f"training interrupted; epoch 1 of network 2 of 2 and the best model are kept in "
-                                  f"{run.path}; resume with: cnnlab train --resume {run.path}")
+                                  f"{run.path}; resume with: cnnlab.train_run(cnnlab.resume_config('{run.path}'), "
+                                  f"resume='{run.path}')")
     assert not run.best_model.exists() and run.member(2).read_state()["epochs_completed"] == 1
     finished = digest(run.member(1).best_model)
     capsys.readouterr()

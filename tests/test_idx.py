@@ -186,7 +186,7 @@ def test_data_dir_may_hold_the_files_directly_or_in_a_keras_style_subfolder(home
 
 @pytest.mark.parametrize("stem,array,message", [
     ("train-labels-idx1-ubyte", np.arange(40, dtype=np.uint8) % 13,
-     "--data-dir {folder} (train labels): has label 12, but there are 10 classes (0..9)"),
+     "data_dir {folder} (train labels): has label 12, but there are 10 classes (0..9)"),
     ("t10k-images-idx3-ubyte", np.zeros((20, 28, 28), np.float32),
      "{folder}/t10k-images-idx3-ubyte.gz: holds float32 values; image dataset IDX files hold unsigned bytes"),
 ])
@@ -203,13 +203,13 @@ def test_nothing_found_lists_every_place_looked(homes):
     message = str(caught.value)
     for place in ("data_env", "keras_home", "debian", "cnnlab_cache"):
         assert str(homes[place]) in message
-    assert message.endswith("downloads disabled); pass --data-dir DIR with its files, or add --download, "
+    assert message.endswith("downloads disabled); pass data_dir=DIR with its files, or add allow_download=True, "
                             "or install Debian's dataset-fashion-mnist")
 
 
 def test_explicit_data_dir_without_the_files_is_an_error(homes, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no mnist IDX files .* in --data-dir"):
+    with pytest.raises(DataError, match="no mnist IDX files .* in data_dir="):
         load_arrays("mnist", data_dir=tmp_path / "empty")
 
 

@@ -10,9 +10,9 @@ from cnnlab.cli import main
 from cnnlab.errors import ModelFileError
 
 LAMBDA = "refused in safe mode: Lambda layer 'times_two' holds Python code that would run when the model is loaded; " \
-         "if you trust the file, pass --unsafe (safe_mode=False in Python)"
+         "if you trust the file, pass --unsafe"
 CUSTOM = "it uses the custom object 'someones_code>Doubling', whose code is not in the file; cnnlab cannot load it " \
-         "(--unsafe only allows Lambda layers, whose code is in the file)"
+         "(even --unsafe only allows Lambda layers, whose code is in the file)"
 TRUNCATED_KERAS = "the .keras file is truncated or corrupt; use an intact copy"
 NOT_A_MODEL = "not a Keras model file; expected a .keras (zip) or .h5 (HDF5) file saved by Keras"
 REFUSALS = {
@@ -34,7 +34,7 @@ REFUSALS = {
     "h5_named.keras": "holds an HDF5 (.h5) model but is named .keras; rename it to end in .h5",
     "keras_named.h5": "holds a .keras (zip) model but is named .h5; rename it to end in .keras",
     "rgb_32x32.keras": "the model takes 32x32 images with 3 channels, but dataset digits has 28x28x1; give the "
-                       "dataset it was trained on, or --image-size 32x32 --color-mode rgb",
+                       "dataset it was trained on, or --image-size 32x32 and --color-mode rgb",
 }
 
 

@@ -5,9 +5,12 @@ after saying how to resume.
 """
 
 import argparse
+import ast
+import functools
 import math
 import os
 import re
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -346,7 +349,7 @@ def command_data(args):
         print(f"  images {'x'.join(map(str, data.image_shape))}, {len(data.class_names)} classes: "
               f"{', '.join(data.class_names[:20])}{', ...' if len(data.class_names) > 20 else ''}")
         for note in data.notes:
-            print(f"  {note}")
+            print(f"  {flag_spelling(note)}")
 
 
 DATA_FLAGS = ("data_dir", "test_split", "image_size", "color_mode", "class_names")
@@ -449,8 +452,8 @@ def command_inspect(args):
             if args.dataset or args.data_dir:  # the data asked for must be there
                 raise
             data, image, title, style = None, None, None, "digits"
-            print(f"cnnlab: filters only: {str(e).split(' (')[0]}; for feature maps give --image FILE, or --dataset "
-                  f"NAME_OR_PATH (--data-dir DIR)", file=sys.stderr)
+            print(f"cnnlab: filters only: {flag_spelling(str(e).split(' (')[0])}; for feature maps give --image FILE, "
+                  f"or --dataset NAME_OR_PATH (--data-dir DIR)", file=sys.stderr)
         if data is not None:
             if not 0 <= args.index < len(data.x_test):
                 raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
@@ -613,6 +616,61 @@ def import_keras_quietly():
             sys.stderr.write("".join(line for line in lines if not TF_START_UP_LINE.match(line.rstrip("\n"))))
 
 
+# The Python API's names that are not the flags' own (store_true flags and BooleanOptionalActions come from the parser)
+API_SPELLINGS = {"allow_download=True": "--download", "safe_mode=False": "--unsafe"}
+API_COMMANDS = {"run": "run", "train_run": "train"}  # errors.resume_call's functions, as the commands that do the same
+# a setting as a Python caller writes it, not inside a path nor as a call's keyword (Layer(name=...) in a Keras error)
+SETTING = re.compile(r"(?<![\w./\\(-])([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s,;:)]+)?")
+RESUME_CALL = re.compile(r"cnnlab\.(run|train_run)\(cnnlab\.resume_config\(('[^']*'|\"[^\"]*\")\), resume=\2\)")
+
+
+@functools.cache
+def flag_table() -> dict:
+    """{Python spelling: flag} from the parser: data_dir -> --data-dir, batch_norm=False -> --no-batch-norm,
+    allow_download=True -> --download."""
+    table, parsers = dict(API_SPELLINGS), [build_parser()]
+    for parser in parsers:
+        for action in parser._actions:  # argparse has no public list of a parser's actions
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            flags = [option for option in action.option_strings if option.startswith("--")]
+            if not flags or action.dest == "help":
+                continue
+            if isinstance(action, argparse.BooleanOptionalAction):
+                table.setdefault(f"{action.dest}=True", flags[0])
+                table.setdefault(f"{action.dest}=False", flags[1])
+            elif isinstance(action, argparse._StoreTrueAction):
+                table.setdefault(f"{action.dest}=True", flags[0])
+            else:
+                table.setdefault(action.dest, flags[0])
+    return table
+
+
+def unquoted(value: str) -> str:
+    """'runs/a' (a Python string in a message) -> runs/a; a bare word (DIR, 6) as it is."""
+    return ast.literal_eval(value) if value[0] in "'\"" else value
+
+
+def flag_spelling(message: str) -> str:
+    """An error told to a Python caller (`data_dir=`, `image_size='28x28'`, `cnnlab.run(...resume=...)`) as the CLI
+    spells it (`--data-dir`, `--image-size 28x28`, `cnnlab run --resume RUN_DIR`); other text is left as it is."""
+    table = flag_table()
+
+    def setting(match):
+        name, value = match.groups()
+        if f"{name}={value}" in table:  # a boolean flag
+            return table[f"{name}={value}"]
+        if name not in table or value in ("True", "False"):  # not a flag, or a Python-only setting
+            return match.group(0)
+        if value is None:
+            return table[name]
+        return f"{table[name]} {shlex.quote(unquoted(value))}"
+
+    message = RESUME_CALL.sub(lambda m: f"cnnlab {API_COMMANDS[m[1]]} --resume {shlex.quote(unquoted(m[2]))}",
+                              message)
+    return SETTING.sub(setting, message)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -620,15 +678,14 @@ def main(argv=None):
             import_keras_quietly()
         status = COMMANDS[args.command](args)
     except AlreadyComplete as e:  # a retried resume: nothing to do is success
-        print(f"cnnlab: {e}")
+        print(f"cnnlab: {flag_spelling(str(e))}")
         return 0
     except CnnlabError as e:
         if isinstance(e, TrainingInterrupted):
-            e.command = args.command  # resume with the command that was running: train, or run
-            print(f"cnnlab: {e}", file=sys.stderr)
+            print(f"cnnlab: {flag_spelling(str(e))}", file=sys.stderr)
             return EXIT_INTERRUPTED
         if not getattr(args, "quiet", False):
-            print(f"cnnlab: error: {e}", file=sys.stderr)
+            print(f"cnnlab: error: {flag_spelling(str(e))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)

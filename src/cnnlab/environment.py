@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import platform
+import sys
 
 import keras
 
@@ -37,6 +38,11 @@ def device() -> str:
     except Exception:  # a half-installed accelerator stack must not stop a run from being recorded
         pass
     return "cpu"
+
+
+def live_output() -> bool:
+    """A terminal or a Jupyter kernel, where Keras's progress bars redraw themselves; a log file gets a line each."""
+    return sys.stdout.isatty() or type(sys.stdout).__module__.startswith("ipykernel")
 
 
 def describe() -> dict:

@@ -1,8 +1,19 @@
-"""The project's own error types: a problem the user can fix, told in one line."""
+"""The project's own error types: a problem the user can fix, told in one line.
+
+Messages name what to change as a Python caller spells it (`data_dir=`, `image_size='28x28'`, `safe_mode=False`);
+the CLI prints them with its flags instead (`--data-dir`, `--image-size 28x28`, `--unsafe`: `cli.flag_spelling`).
+"""
 
 
 class CnnlabError(Exception):
     """Base class: the CLI prints the message on one line and exits with status 2."""
+
+
+def resume_call(run_dir, function="train_run") -> str:
+    """The Python call that continues the run in `run_dir`; the CLI shows it as `cnnlab train --resume RUN_DIR`
+    (`cnnlab run ...` for `function` "run")."""
+    path = str(run_dir)
+    return f"cnnlab.{function}(cnnlab.resume_config({path!r}), resume={path!r})"
 
 
 class ConfigError(CnnlabError):
@@ -24,7 +35,7 @@ class ImageError(CnnlabError):
 class TrainingInterrupted(CnnlabError):
     """Ctrl-C: training stopped; what was saved is intact and the run can be resumed."""
 
-    command = "train"  # the CLI names the command that was running (train, or run), for the resume line
+    function = "train_run"  # what resumes it: pipeline.run sets "run", which scores the model too
 
     def __init__(self, run_dir, epochs_completed, network=None):
         super().__init__(run_dir, epochs_completed)
@@ -36,7 +47,7 @@ class TrainingInterrupted(CnnlabError):
         of = f" of network {self.network[0]} of {self.network[1]}" if self.network else ""
         kept = (f"{'epoch 1' if done == 1 else f'epochs 1-{done}'}{of} and the best model are kept in {self.run_dir}"
                 if done else f"no epoch{of} had completed in {self.run_dir}")
-        return f"training interrupted; {kept}; resume with: cnnlab {self.command} --resume {self.run_dir}"
+        return f"training interrupted; {kept}; resume with: {resume_call(self.run_dir, self.function)}"
 
 
 class TrainingDiverged(CnnlabError):

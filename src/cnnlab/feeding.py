@@ -101,4 +101,4 @@ def check_fits(spec: ModelInput, image_shape, path="", data=""):
         raise ModelFileError(
             f"{path or 'model'}: the model takes {h}x{w} images with {c} channel{'s' * (c > 1)}, but {data or 'the data'} "
             f"has {image_shape[0]}x{image_shape[1]}x{image_shape[2]}; give the dataset it was trained on, or "
-            f"--image-size {h}x{w} --color-mode {'rgb' if c == 3 else 'grayscale'}")
+            f"image_size='{h}x{w}' and color_mode='{'rgb' if c == 3 else 'grayscale'}'")

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import CnnlabError
+from .errors import CnnlabError, resume_call
 
 TEMP_PREFIX = ".cnnlab-tmp-"  # what a crash can leave behind: never a target name, removed by remove_temporaries
 LOCK_NAME = ".cnnlab-lock"
@@ -73,7 +73,7 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
-def unwritable(folder, error: OSError, flag="--out") -> CnnlabError:
+def unwritable(folder, error: OSError, flag="out=") -> CnnlabError:
     return CnnlabError(f"cannot write to {folder}: {error.strerror or error}; choose another {flag} folder")
 
 
@@ -98,7 +98,7 @@ def exclusive(folder):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise CnnlabError(f"{folder} is in use by another cnnlab process; wait for it to finish, or stop it "
-                              f"(Ctrl-C) and resume with: cnnlab train --resume {folder}") from None
+                              f"(Ctrl-C) and resume with: {resume_call(folder)}") from None
         yield
 
 
@@ -141,7 +141,7 @@ def save_figure(fig, path):
         fig.savefig(tmp, dpi=FIGURE_DPI, bbox_inches="tight")
 
 
-def check_writable(folder, need_bytes=0, flag="--out"):
+def check_writable(folder, need_bytes=0, flag="out="):
     """Fail before the work (a training, a report's figures), not after it, when the output folder (given by `flag`)
     is unwritable or full."""
     folder = Path(folder)

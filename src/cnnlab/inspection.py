@@ -87,21 +87,21 @@ def _refuse_code(path, config):
         if name in ("Lambda", "__lambda__"):
             layer = node.get("config", {}).get("name", "") if isinstance(node.get("config"), dict) else ""
             raise ModelFileError(f"{path}: refused in safe mode: Lambda layer {layer!r} holds Python code that would "
-                                 f"run when the model is loaded; if you trust the file, pass --unsafe "
-                                 f"(safe_mode=False in Python)")
+                                 f"run when the model is loaded; if you trust the file, pass "
+                                 f"safe_mode=False")
         registered = node.get("registered_name") or name
         if isinstance(registered, str) and ">" in registered and keras.saving.get_registered_object(registered) is None:
             raise ModelFileError(f"{path}: {_custom_object_message(registered)}")
         module = node.get("module")
         if isinstance(module, str) and module != "keras" and not module.startswith("keras."):
             raise ModelFileError(f"{path}: refused in safe mode: it refers to Python module {module!r}, whose code "
-                                 f"would run when the model is loaded; if you trust the file, pass --unsafe "
-                                 f"(safe_mode=False in Python)")
+                                 f"would run when the model is loaded; if you trust the file, pass "
+                                 f"safe_mode=False")
 
 
 def _custom_object_message(name):
     return (f"it uses the custom object {name!r}, whose code is not in the file; cnnlab cannot load it "
-            f"(--unsafe only allows Lambda layers, whose code is in the file)")
+            f"(even safe_mode=False only allows Lambda layers, whose code is in the file)")
 
 
 def _config_nodes(node):
@@ -119,7 +119,7 @@ def _explain_load_error(error):
     text = " ".join(str(error).split())
     if "safe_mode" in text or "Lambda" in text or "lambda" in text:
         return "refused in safe mode: it contains a Lambda layer or other code that would run when loaded; " \
-               "if you trust the file, pass --unsafe (safe_mode=False in Python)"
+               "if you trust the file, pass safe_mode=False"
     unknown = re.search(r"(?:Unknown layer|Could not locate (?:class|function)):? '([^']+)'", text)
     if unknown:
         return _custom_object_message(unknown.group(1))

@@ -33,7 +33,7 @@ GRID_SIZE = 32  # test images shown with their predictions
 
 def run_path(config: Config, out="runs", name=None) -> Path:
     if name is not None and (Path(name).name != name or name in ("", ".", "..")):
-        raise CnnlabError(f"--name must be a folder name, to go inside --out, not {name!r}; put a path in --out")
+        raise CnnlabError(f"name= must be a folder name, to go inside out=, not {name!r}; put a path in out=")
     return Path(out) / (name or f"{short_name(config.dataset)}-{config.recipe}-{datetime.now():%Y%m%d-%H%M%S}")
 
 
@@ -41,7 +41,7 @@ def new_run_dir(path) -> RunDir:
     """A fresh run directory; never one that already holds a model (a failed run must not replace a good one)."""
     run = RunDir(path)
     if run.holds_model():
-        raise CnnlabError(f"{run.path} already holds a trained model; choose another --name, or --resume {run.path}")
+        raise CnnlabError(f"{run.path} already holds a trained model; choose another name=, or resume={str(run.path)!r}")
     files.check_writable(run.path)
     return run
 
@@ -58,8 +58,8 @@ def resume_config(run_dir, **overrides) -> Config:
     if config.epochs != started.epochs and started.lr_schedule != "constant" and run.holds_model():
         epochs = f"{started.epochs} epoch{'s' * (started.epochs != 1)}"
         raise CnnlabError(f"{run.path} has a {started.lr_schedule} learning-rate schedule sized for its {epochs}, so it "
-                          f"cannot resume for {config.epochs}; resume it without --epochs, or start a new run with "
-                          f"--epochs {config.epochs}")
+                          f"cannot resume for {config.epochs}; resume it without epochs=, or start a new run with "
+                          f"epochs={config.epochs}")
     return config
 
 
@@ -325,7 +325,12 @@ def run(config: Config, out="runs", name=None, resume=None, verbose=None) -> Run
     started = time.perf_counter()
     with _run_directory(config, out, name, resume) as (run_dir, config, data), \
             mlflow_run(config, run_dir.path) as mlflow:  # locked until the report is written
-        _, best, data, metrics = _train_run(run_dir, config, data, resume, verbose, (), tested=True, mlflow=mlflow)
+        try:
+            _, best, data, metrics = _train_run(run_dir, config, data, resume, verbose, (), tested=True,
+                                                mlflow=mlflow)
+        except TrainingInterrupted as e:
+            e.function = "run"  # resumed by run, which also scores it
+            raise
         report = test_and_report(run_dir, best, data, config, metrics, started)
         if mlflow:
             mlflow.log_results(run_dir.path, metrics)

@@ -1,19 +1,33 @@
 """Figures: arrays in, a matplotlib Figure out. Saving or showing it is the caller's choice.
 
-Figures are made with `matplotlib.figure.Figure`, not pyplot, so they hold no global state: safe in a
-server thread, and in a notebook they display as the cell's value.
+Figures are made without pyplot, so they hold no global state: safe in a server thread, freed when the last
+reference goes, and in a notebook they display as the cell's value (`Figure._repr_png_`).
 """
 
+import io
 import math
 
+import matplotlib.figure
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 from .data.dataset import DIGIT_STYLE, PHOTO_STYLE
 
 MISTAKE = "#d62728"
 CORRECT = "#1f1f1f"
+
+
+class Figure(matplotlib.figure.Figure):
+    """A matplotlib Figure that draws itself as a PNG in Jupyter: a bare Figure shows as text
+    (`<Figure size 1000x380 with 2 Axes>`) until pyplot or `%matplotlib inline` has taught IPython to draw Figures.
+
+        cnnlab.plots.learning_curves(run_dir.read_history())   # the last line of a cell: the plot, inline
+    """
+
+    def _repr_png_(self):
+        png = io.BytesIO()
+        self.savefig(png, format="png", bbox_inches="tight")
+        return png.getvalue()
 
 
 def shown_image(image, style=DIGIT_STYLE) -> np.ndarray:

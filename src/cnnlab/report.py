@@ -10,7 +10,6 @@ from `cnnlab.evaluation`; this module only gathers them and fills the Jinja2 tem
 
 import base64
 import io
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -148,7 +147,7 @@ def duration(seconds) -> str:
 def explain_images(model, images, classes, label) -> tuple:
     """Grad-CAM and saliency maps of each image for its class, with a progress bar: the slow step."""
     print(f"  {label}: Grad-CAM and saliency of {len(images)} image(s)", flush=True)
-    bar = keras.utils.Progbar(len(images), verbose=1 if sys.stdout.isatty() else 2, unit_name="image")
+    bar = keras.utils.Progbar(len(images), verbose=1 if environment.live_output() else 2, unit_name="image")
     cams, saliencies = [], []
     for i, (image, class_index) in enumerate(zip(images, classes)):
         cams.append(grad_cam(model, image, int(class_index)))

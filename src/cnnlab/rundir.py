@@ -17,13 +17,16 @@ runs/<name>/
 """
 
 import csv
+import html
 import io
 import json
+import os
+import urllib.parse
 from pathlib import Path
 
 from . import files
 from .config import make_config
-from .errors import CnnlabError, ConfigError
+from .errors import CnnlabError, ConfigError, resume_call
 
 
 def run_config_of(model_path) -> Path:
@@ -39,8 +42,37 @@ class RunDir:
     def __init__(self, path):
         self.path = Path(path)
 
-    def __repr__(self):  # what a notebook shows for cnnlab.run(...)
+    def __repr__(self):
         return f"RunDir('{self.path}')"
+
+    def _repr_html_(self):
+        """What a notebook shows for `cnnlab.run(...)`: the run's name, data and scores, and a link to its report."""
+        escape = html.escape
+        lines = [f"<b>{escape(self.path.name)}</b> <code>{escape(str(self.path))}</code>"]
+        try:
+            metrics = self.read_metrics() if self.metrics.exists() else None
+        except CnnlabError as e:
+            metrics, lines = None, [*lines, f"<br>{escape(str(e))}"]
+        if metrics:
+            best = metrics.get("best_epoch")
+            lines.append(f"<br>{escape(str(metrics.get('dataset')))}, recipe {escape(str(metrics.get('recipe')))}, "
+                         f"best epoch {escape(str(best))} of {escape(str(metrics.get('epochs_run')))} "
+                         f"({escape(str(metrics.get('stop_reason', '')))})")
+            rows = [(split, metrics.get(f"{key}_accuracy"), metrics.get(f"{key}_loss"))
+                    for split, key in (("validation", "val"), ("test", "test")) if f"{key}_accuracy" in metrics]
+            lines.append("<table><tr><th></th><th>accuracy</th><th>loss</th></tr>" + "".join(
+                f"<tr><td>{split}</td><td>{accuracy:.2%}</td><td>{loss:.4f}</td></tr>" for split, accuracy, loss in rows)
+                         + "</table>")
+        elif not self.path.is_dir():
+            lines.append("<br>no such run directory yet")
+        else:
+            lines.append(f"<br>not finished: {len(self.read_history().get('epoch', []))} epoch(s) completed, "
+                         f"no metrics.json yet")
+        if self.report.exists():  # relative: Jupyter serves the notebook's folder, not the file system
+            link = urllib.parse.quote(Path(os.path.relpath(self.report)).as_posix())
+            lines.append(f'<br><a href="{escape(link)}" target="_blank">report.html</a> (scores, confusion matrix, '
+                         f'mistakes, filters, feature maps, Grad-CAM)')
+        return "<div>" + "\n".join(lines) + "</div>"
 
     config = property(lambda self: self.path / "config.json")
     data = property(lambda self: self.path / "data.json")
@@ -92,7 +124,7 @@ class RunDir:
         """metrics.json as a dict that has at least the `required` keys."""
         if not self.metrics.exists() and (self.state.exists() or (self.path / "members").exists()):
             raise CnnlabError(f"{self.path} has not finished training (it has no metrics.json yet); finish it with "
-                              f"cnnlab run --resume {self.path}, or leave it out")
+                              f"{resume_call(self.path, 'run')}, or leave it out")
         metrics = self.read_json(self.metrics)
         missing = [key for key in required if key not in metrics] if isinstance(metrics, dict) else ["all"]
         if missing:

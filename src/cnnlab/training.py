@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from . import files
+from . import environment, files
 from .config import Config
 from .data import Dataset, keras_cache_dir
-from .errors import AlreadyComplete, CnnlabError, TrainingDiverged, TrainingInterrupted
+from .errors import AlreadyComplete, CnnlabError, TrainingDiverged, TrainingInterrupted, resume_call
 from .inspection import load_model
 from .rundir import RunDir
 
@@ -189,7 +189,7 @@ class EpochRecorder(keras.callbacks.Callback):
                 else "no epoch had completed, so no model was saved")
         return TrainingDiverged(
             f"loss became {loss} in epoch {epoch + 1}; training stopped; {kept}; "
-            f"start a new run with a lower --learning-rate (this one used {self.config.learning_rate})")
+            f"start a new run with a lower learning_rate= (this one used {self.config.learning_rate})")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
@@ -218,7 +218,7 @@ class EpochRecorder(keras.callbacks.Callback):
         except OSError as e:  # a full disk or a folder gone: the earlier epochs' files are untouched
             raise CnnlabError(f"could not save epoch {epoch + 1} in {self.run.path}: {e.strerror or e}; "
                               f"the earlier epochs are intact; fix that, then resume with: "
-                              f"cnnlab train --resume {self.run.path}") from None
+                              f"{resume_call(self.run.path)}") from None
         self.state.update({
             "epochs_completed": epoch + 1, "checkpoint": checkpoint.name, "history": history,
             "best_value": float(value) if improved else best,
@@ -361,7 +361,7 @@ def augmentation_stall_warning(model, platform=None) -> str | None:
         return None
     return (f"warning: {', '.join(sorted(stalling))} make JAX training on a {platform.upper()} stall (Keras's augmentation "
             f"layers; keras-team/keras#23229); train with KERAS_BACKEND=tensorflow, or without them: "
-            f"--augment-translate 0 --augment-rotate 0 --augment-zoom 0")
+            f"augment_translate=0, augment_rotate=0, augment_zoom=0")
 
 
 def validation_epochs(config: Config) -> list:
@@ -386,7 +386,7 @@ def check_resumable(run: RunDir, state, config: Config, tested=False):
         raise AlreadyComplete(f"{run.path} already stopped early after epoch {done} ({config.monitor} stopped "
                               f"improving); there is nothing to resume")
     if done >= config.epochs:
-        more = "raise --epochs to train on" if config.lr_schedule == "constant" else \
+        more = "raise epochs= to train on" if config.lr_schedule == "constant" else \
             f"its {config.lr_schedule} learning-rate schedule has ended; start a new run to train longer"
         raise AlreadyComplete(f"{run.path} already completed {done} of {config.epochs} epochs; {more}")
 
@@ -440,7 +440,7 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
             **validation_data(data, config.eval_batch_size),
             validation_freq=validation_epochs(config), epochs=config.epochs, initial_epoch=state["epochs_completed"],
             callbacks=[early_stopping, recorder, *callbacks],
-            verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
+            verbose=verbose if verbose is not None else (1 if environment.live_output() else 2),
         )
     except KeyboardInterrupt:
         raise recorder.interruption() from None

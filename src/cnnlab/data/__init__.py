@@ -93,7 +93,7 @@ def load_dataset(source="mnist", data_dir=None, validation_split=0.2, seed=42, l
         if class_names:
             if len(class_names) != len(names):
                 raise DataError(f"{source}: has {len(names)} class folders ({', '.join(names)}), but "
-                                f"{len(class_names)} class names were given; leave --class-names out")
+                                f"{len(class_names)} class names were given; leave class_names= out")
             names = list(class_names)
         where = f"image folder {Path(source).resolve()}"
         splits = _streamed_or_loaded(found)
@@ -134,7 +134,7 @@ def _three_splits(splits, validation_split, test_split, seed, limit_train, class
     if "test" not in splits:
         x, y = splits["train"]
         kept, cut = split_rows(y, test_split, seed, "test", "images", "training and validation",
-                               "change --test-split, or add images", class_names)
+                               "change test_split=, or add images", class_names)
         splits["train"], splits["test"] = (take(x, kept), y[kept]), (take(x, cut), y[cut])
     x, y = splits["train"]
     if limit_train and limit_train < len(x):
@@ -144,7 +144,7 @@ def _three_splits(splits, validation_split, test_split, seed, limit_train, class
         x, y = take(x, kept), y[kept]
     if "val" not in splits:
         kept, cut = split_rows(y, validation_split, seed, "validation", "training images", "training",
-                               "change --validation-split or --limit-train", class_names)
+                               "change validation_split= or limit_train=", class_names)
         splits["val"], x, y = (take(x, cut), y[cut]), take(x, kept), y[kept]
     splits["train"] = (x, y)
     return splits

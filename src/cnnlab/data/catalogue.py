@@ -100,7 +100,7 @@ class WrongDataset(DataError):
 
     def __init__(self, folder, holds, wanted):
         self.holds = holds
-        super().__init__(f"{folder} holds {holds}, not {wanted}; point --data-dir at the {wanted} files")
+        super().__init__(f"{folder} holds {holds}, not {wanted}; point data_dir= at the {wanted} files")
 
 
 def identify(test_labels) -> str | None:
@@ -246,7 +246,7 @@ def candidate_places(name, data_dir=None):
     """The places looked at, in order, as (label, loader) pairs; a loader returns arrays or None."""
     entry = NAMED[name]
     places = []
-    for label, folder in (("--data-dir", data_dir), ("CNNLAB_DATA_DIR", os.environ.get("CNNLAB_DATA_DIR"))):
+    for label, folder in (("data_dir", data_dir), ("CNNLAB_DATA_DIR", os.environ.get("CNNLAB_DATA_DIR"))):
         if folder:
             for sub in (Path(folder) / name, Path(folder) / entry.keras_subdir, Path(folder)):
                 places.append((f"{label} {sub}", _folder_loader(sub, name)))
@@ -313,7 +313,7 @@ def load_arrays(name, data_dir=None, allow_download=True):
         return _digits_arrays(), "scikit-learn load_digits (8x8, upscaled to 28x28)"
     looked = []
     for label, loader in candidate_places(name, data_dir):
-        explicit = label.startswith("--data-dir")
+        explicit = label.startswith("data_dir ")
         try:
             arrays = loader()
         except WrongDataset as e:
@@ -323,11 +323,11 @@ def load_arrays(name, data_dir=None, allow_download=True):
         if arrays is not None:
             return arrays, label
         looked.append(label)
-        if explicit and label == f"--data-dir {Path(data_dir)}":  # a folder the user named must hold the data
+        if explicit and label == f"data_dir {Path(data_dir)}":  # a folder the user named must hold the data
             what = "CIFAR-10 files (cifar-10-python.tar.gz or cifar-10-batches-py/)" if NAMED[name].reader == "cifar" \
                 else "IDX files (train-images-idx3-ubyte[.gz] and the three others)"
-            raise DataError(f"no {name} {what} in --data-dir {data_dir}")
-    reason, fix = "downloads disabled", "pass --data-dir DIR with its files, or add --download"
+            raise DataError(f"no {name} {what} in data_dir={str(data_dir)!r}")
+    reason, fix = "downloads disabled", "pass data_dir=DIR with its files, or add allow_download=True"
     if allow_download:
         try:
             folder = download(name)
@@ -337,7 +337,7 @@ def load_arrays(name, data_dir=None, allow_download=True):
             return arrays, f"downloaded to {folder}"
         except Exception as e:  # download's own errors say what to do; others (a full disk...) are told as they come
             reason = f"download failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-            fix = "pass --data-dir DIR with its files"
+            fix = "pass data_dir=DIR with its files"
     if NAMED[name].debian_dir:
         fix += f", or install Debian's dataset-{name.replace('_', '-')}"
     raise DataError(f"dataset {name} not found (looked in {'; '.join(looked)}; {reason}); {fix}")

@@ -149,7 +149,7 @@ def check_labels(labels, class_names, where):
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
         bad = labels.min() if labels.min() < 0 else labels.max()
         raise DataError(f"{where}: has label {bad}, but there are {len(class_names)} classes (0..{len(class_names) - 1}); "
-                        f"give --class-names for every label, or fix the labels")
+                        f"give class_names= for every label, or fix the labels")
     return labels.astype(np.int64)
 
 

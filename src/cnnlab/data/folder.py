@@ -205,7 +205,7 @@ def read_folder(root, size=None, channels=None):
             if len(sizes) > 1:
                 common = sizes[size]
                 notes.append(f"images have {len(sizes)} sizes; all are resized to the most common, {size[0]}x{size[1]} "
-                             f"({common:,} of {sum(sizes.values()):,}); choose another with --image-size")
+                             f"({common:,} of {sum(sizes.values()):,}); choose another with image_size=")
         if channels is None:
             channels = 1 if grey else 3
     splits, skipped = {}, []

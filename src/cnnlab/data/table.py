@@ -38,12 +38,12 @@ def _shape(path, pixels, size):
         if pixels == height * width or pixels == 3 * height * width:
             return height, width, pixels // (height * width)
         raise DataError(f"{path}: rows have {pixels} pixel values, which is not {height}x{width} (grey: "
-                        f"{height * width}) or {height}x{width}x3 (colour: {3 * height * width}); check --image-size")
+                        f"{height * width}) or {height}x{width}x3 (colour: {3 * height * width}); check image_size=")
     for channels in (1, 3):
         side = math.isqrt(pixels // channels)
         if side * side * channels == pixels:
             return side, side, channels
-    raise DataError(f"{path}: rows have {pixels} pixel values, not a square image; give its size with --image-size HxW")
+    raise DataError(f"{path}: rows have {pixels} pixel values, not a square image; give its size with image_size='HxW'")
 
 
 def read_csv(path, size=None, class_names=None):
@@ -88,7 +88,7 @@ def _labels(path, raw, class_names):
         names = sorted(set(raw.tolist()))
         if class_names and sorted(class_names) != names:
             raise DataError(f"{path}: the label column names the classes {', '.join(names[:12])}, not the "
-                            f"--class-names given; leave --class-names out") from None
+                            f"class_names= given; leave class_names= out") from None
         names = list(class_names) if class_names else names
         index = {name: i for i, name in enumerate(names)}
         return np.array([index[label] for label in raw], np.int64), names

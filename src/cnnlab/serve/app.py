@@ -270,7 +270,7 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
 def bind(host="127.0.0.1", port=8000) -> socket.socket:
     """A listening socket (port 0: any free port), so a busy port is a one-line error, not a traceback."""
     if not 0 <= port <= 65535:  # getaddrinfo would wrap 70000 round to 4464
-        raise CnnlabError(f"--port must be in 0..65535 (0: any free port), not {port}")
+        raise CnnlabError(f"port= must be in 0..65535 (0: any free port), not {port}")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         # with its protocol (TCP) named, asyncio turns Nagle's algorithm off for each connection (TCP_NODELAY), as
@@ -279,7 +279,7 @@ def bind(host="127.0.0.1", port=8000) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as e:
-        raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port or --host") from None
+        raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another port= or host=") from None
     return sock
 
 
