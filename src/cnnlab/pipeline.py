@@ -284,12 +284,13 @@ def maximized_figure(model, untrained, layer_name, style=DIGIT_STYLE, class_name
                                     style=style)
 
 
-def inspect_model(model, image, out_dir, title="input", include_pooling=False, style=DIGIT_STYLE, maximize_layers=False,
+def inspect_model(model, image, out_dir, title="input", include_pooling=False, style=DIGIT_STYLE, maximize_steps=0,
                   class_names=None) -> list:
     """Filters (trained beside untrained) and feature maps of every conv layer, and the (H, W, C) `image` they are
     of, as PNGs in `out_dir`; the filters alone when `image` is None (they need no data). `style` is the image's
-    dataset's (see `plots.shown_image`). `maximize_layers`: also the input pattern each filter of each conv layer,
-    and each class of the output layer (named by `class_names`), responds to most, trained beside untrained."""
+    dataset's (see `plots.shown_image`). `maximize_steps` (0: none): also the input pattern each filter of each conv
+    layer, and each class of the output layer (named by `class_names`), responds to most, trained beside untrained,
+    found in that many steps of gradient ascent (`explain.maximize`; 128 is its default)."""
     check_image_model(model)
     members = ensemble_members(model)
     if members:
@@ -304,10 +305,10 @@ def inspect_model(model, image, out_dir, title="input", include_pooling=False, s
 
     for k, layer in enumerate(conv_layers(model)):
         save(filter_figure(layer, first=k == 0), f"filters_{layer.name}")
-    if maximize_layers:
+    if maximize_steps:
         untrained = untrained_model(model)
         for name in layer_names(model):
-            save(maximized_figure(model, untrained, name, style, class_names), f"maximized_{name}")
+            save(maximized_figure(model, untrained, name, style, class_names, maximize_steps), f"maximized_{name}")
     if image is None:
         return written
     save(plots.input_figure(image, title, style), "feature_maps_input")
