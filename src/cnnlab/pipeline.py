@@ -276,8 +276,8 @@ def filter_figure(layer, first=False):
 
 def maximized_figure(model, untrained, layer_name, style=DIGIT_STYLE, class_names=None, steps=STEPS):
     """The patterns that excite each filter of a conv layer (or each class of the output layer) most, of `model`
-    above its `untrained` copy (`inspection.untrained_model`)."""
-    patterns = [maximize(net, layer_name, steps=steps) for net in (model, untrained)]
+    above its `untrained` copy (`inspection.untrained_model`; None: the trained patterns alone)."""
+    patterns = [maximize(net, layer_name, steps=steps) if net is not None else None for net in (model, untrained)]
     output = layer_name == layer_names(model)[-1]
     labels = (class_names or range(len(patterns[0]))) if output else None
     return plots.maximized_patterns(*patterns, layer_name, labels, units="classes" if output else "filters",
