@@ -10,6 +10,7 @@ uniform noise images, and in standard deviations above the test images' mean.
 """
 
 import argparse
+import functools
 import os
 import statistics
 import tempfile
@@ -80,9 +81,9 @@ def main(argv=None):
     noise = rng.uniform(0, 1, (100, *model.input_shape[1:])).astype(np.float32)
     rows = []
     for layer in layer_names(model):
-        first, _ = timed(lambda: maximize(model, layer, steps=64))
-        again, _ = timed(lambda: maximize(model, layer, steps=64))
-        full, patterns = timed(lambda: maximize(model, layer, steps=128))
+        first, _ = timed(functools.partial(maximize, model, layer, steps=64))
+        again, _ = timed(functools.partial(maximize, model, layer, steps=64))
+        full, patterns = timed(functools.partial(maximize, model, layer, steps=128))
         steps = step_seconds(model, layer, args.repeats)
         own = np.diag(mean_activations(model, layer, patterns))
         real, random = mean_activations(model, layer, test_images), mean_activations(model, layer, noise)
@@ -109,8 +110,8 @@ def main(argv=None):
     keys = list(dict.fromkeys(key for row in rows for key in row))
     print_table(rows, [(key, key, "{}") for key in keys], title="Activation maximisation per layer (seconds; "
                                                                 "excitation ratios)")
-    print(f"report section (every conv layer, trained and untrained, 64 steps): {section:.1f} s of a whole report's "
-          f"{whole:.1f} s ({section / whole:.0%}; the whole includes the section)")
+    print(f"report section (the trained model's patterns of every conv layer, 64 steps): {section:.1f} s of a "
+          f"whole report's {whole:.1f} s ({section / whole:.0%}; the whole includes the section)")
     write_json(args.json, {"model": str(path), "layers": rows, "report_section_s": round(section, 2),
                            "report_whole_s": round(whole, 2), "machine": machine()})
 

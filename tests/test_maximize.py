@@ -51,9 +51,10 @@ def backbone_models():
     """One nested colour backbone, in a model fed [0, 1] and in one fed 0..255 (Rescaling in front): the same
     network, so it must want the same patterns, on their own scales."""
     keras.utils.set_random_seed(3)
-    backbone = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(6, 3, activation="relu", name="inner_conv"),
-                                 keras.layers.MaxPooling2D(), keras.layers.Conv2D(8, 3, activation="relu", name="deep_conv")],
-                                name="backbone")
+    backbone = keras.Sequential([keras.Input((16, 16, 3)),
+                                 keras.layers.Conv2D(6, 3, activation="relu", name="inner_conv"),
+                                 keras.layers.MaxPooling2D(),
+                                 keras.layers.Conv2D(8, 3, activation="relu", name="deep_conv")], name="backbone")
     head = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, activation="softmax", name="classes")]
     plain_in = keras.Input((16, 16, 3))
     plain = keras.Model(plain_in, head[1](head[0](backbone(plain_in))))
@@ -98,6 +99,6 @@ def test_inspect_maximize_draws_every_conv_layer_and_the_classes(digits_run, tmp
 
 def test_the_report_shows_each_conv_layers_patterns(digits_run):
     html = (digits_run / "report.html").read_text(encoding="utf-8")
-    section = re.search(r'<section id="maximized".*?</section>', html, re.S).group(0)
+    section = re.search(r'<section id="maximized".*?</section>', html, re.DOTALL).group(0)
     assert section.count('<img src="data:image/png;base64,') == 2
     assert "conv_1:" in section and "conv_2:" in section

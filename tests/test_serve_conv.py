@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from cnnlab.convolution import layer_values, receptive_field, value_at
-from cnnlab.prediction import Classifier
 from cnnlab.serve import create_app
 
 

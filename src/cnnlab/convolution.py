@@ -102,7 +102,8 @@ def _patch(layer_input, layer, size_out, y, x):
     (kh, sh, dh, top), (kw, sw, dw, left) = _window(layer, layer_input.shape[:2], size_out)
     rows, columns = y * sh - top + dh * np.arange(kh), x * sw - left + dw * np.arange(kw)
     patch = np.zeros((kh, kw, layer_input.shape[2]))
-    inside_rows, inside_columns = (rows >= 0) & (rows < layer_input.shape[0]), (columns >= 0) & (columns < layer_input.shape[1])
+    inside_rows = (rows >= 0) & (rows < layer_input.shape[0])
+    inside_columns = (columns >= 0) & (columns < layer_input.shape[1])
     patch[np.ix_(inside_rows, inside_columns)] = layer_input[np.ix_(rows[inside_rows], columns[inside_columns])]
     return patch
 
@@ -133,6 +134,10 @@ def _what_is_multiplied(layer, patch, channels, channel):
     return used, patch[:, :, used], _weights(layer.kernel)[:, :, :, channel], None, note
 
 
+def _rounded(values) -> list:
+    return np.round(np.asarray(values, np.float64), DIGITS).tolist()
+
+
 def value_at(layer, layer_input, layer_output, channel, y, x) -> dict:
     """How `layer`'s output at (y, x) of `channel` is made from its (h, w, c) input: the patch, the kernel, their
     products, the sum per input channel and in all, the bias, the activation; `value` is the layer's own output
@@ -149,21 +154,22 @@ def value_at(layer, layer_input, layer_output, channel, y, x) -> dict:
                                                             channels, channel)
     products = patch * kernel
     channel_sums = products.sum(axis=(0, 1))
-    pointwise = None if mixing is None else {"inputs": channel_sums, "weights": mixing, "products": channel_sums * mixing}
+    pointwise = None if mixing is None else \
+        {"inputs": channel_sums, "weights": mixing, "products": channel_sums * mixing}
     total = float(np.sum(products) if mixing is None else np.sum(pointwise["products"]))
     bias = float(_weights(layer.bias)[channel]) if layer.use_bias else 0.0
     activated = float(keras.ops.convert_to_numpy(layer.activation(np.float32(total + bias))))
-    rounded = lambda values: np.round(np.asarray(values, np.float64), DIGITS).tolist()  # noqa: E731
     return {
         "layer": layer.name, "kind": type(layer).__name__, "note": note, "channel": channel, "y": y, "x": x,
         "kernel_size": list(kernel.shape[:2]), "strides": list(layer.strides), "padding": layer.padding,
         "dilation": list(layer.dilation_rate), "input_shape": list(layer_input.shape),
         "output_shape": [height, width, channels], "input_channels": used.tolist(),
-        "patch": rounded(patch), "kernel": rounded(kernel), "products": rounded(products),
-        "channel_sums": rounded(channel_sums),
-        "pointwise": None if pointwise is None else {key: rounded(value) for key, value in pointwise.items()},
+        "patch": _rounded(patch), "kernel": _rounded(kernel), "products": _rounded(products),
+        "channel_sums": _rounded(channel_sums),
+        "pointwise": None if pointwise is None else {key: _rounded(value) for key, value in pointwise.items()},
         "sum": round(total, DIGITS), "bias": round(bias, DIGITS), "pre_activation": round(total + bias, DIGITS),
-        "activation": getattr(layer.activation, "__name__", str(layer.activation)), "activated": round(activated, DIGITS),
+        "activation": getattr(layer.activation, "__name__", str(layer.activation)),
+        "activated": round(activated, DIGITS),
         "value": round(float(layer_output[y, x, channel]), DIGITS),
-        "feature_map": rounded(layer_output[:, :, channel]),
+        "feature_map": _rounded(layer_output[:, :, channel]),
     }
