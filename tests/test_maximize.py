@@ -13,7 +13,7 @@ from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.errors import ConfigError
 from cnnlab.explain.maximize import mean_activations
-from cnnlab.inspection import load_model
+from cnnlab.inspection import load_model, untrained_model
 
 
 @pytest.fixture(scope="module")
@@ -86,15 +86,21 @@ def test_a_wrong_layer_or_filter_is_a_one_line_error_that_lists_the_layers(train
         cnnlab.maximize(trained, "conv_2", filters=[3, 64])
 
 
-def test_inspect_maximize_draws_every_conv_layer_and_the_classes(digits_run, tmp_path, capsys):
-    assert main(["inspect", str(digits_run / "best.keras"), "--maximize", "--maximize-steps", "16",
-                 "--out", str(tmp_path)]) == 0
+def test_inspect_maximize_draws_a_nested_colour_models_layers_trained_beside_untrained(tmp_path, capsys):
+    plain, _ = backbone_models()
+    plain.save(tmp_path / "nested.keras")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    assert main(["inspect", str(tmp_path / "nested.keras"), "--image", str(tmp_path / "in.png"), "--maximize",
+                 "--maximize-steps", "4", "--out", str(tmp_path / "figures")]) == 0
     printed = capsys.readouterr().out
-    for name in ("conv_1", "conv_2", "probabilities"):
-        path = tmp_path / f"maximized_{name}.png"
+    for name in ("inner_conv", "deep_conv", "classes"):
+        path = tmp_path / "figures" / f"maximized_{name}.png"
         assert str(path) in printed
-        with Image.open(path) as picture:
-            assert picture.width > 300 and picture.height > 150
+        with Image.open(path) as picture:  # trained above untrained, in colour
+            assert picture.height > 150 and np.ptp(np.asarray(picture.convert("RGB"), np.int16), axis=2).max() > 0
+    untrained = untrained_model(plain)
+    assert not np.allclose(untrained.get_layer("backbone").get_layer("deep_conv").kernel,
+                           plain.get_layer("backbone").get_layer("deep_conv").kernel)
 
 
 def test_the_report_shows_each_conv_layers_patterns(digits_run):
