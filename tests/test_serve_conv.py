@@ -94,6 +94,19 @@ def test_every_kind_of_conv_layer_inside_a_nested_backbone_adds_up():
         "input_channels"] == [2]
 
 
+def test_a_residual_blocks_receptive_field_and_one_that_cannot_be_told():
+    image = keras.Input((16, 16, 1))
+    first = keras.layers.Conv2D(2, 3, padding="same", name="first")(image)
+    skipped = keras.layers.Add()([first, keras.layers.Conv2D(2, 3, padding="same", name="inner")(first)])
+    last = keras.layers.Conv2D(2, 3, padding="same", name="last")(skipped)
+    model = keras.Model(image, keras.layers.Dense(2)(keras.layers.Flatten()(last)))
+    assert [receptive_field(model, model.get_layer(name), 8, 8)["height"] for name in ("first", "inner", "last")] == \
+        [3, 5, 7]
+    resized = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Resizing(8, 8),
+                                keras.layers.Conv2D(2, 3, name="conv"), keras.layers.Flatten(), keras.layers.Dense(2)])
+    assert receptive_field(resized, resized.get_layer("conv"), 0, 0) is None
+
+
 @pytest.mark.parametrize("query, expected", [
     ("layer=dense_1", "no conv layer 'dense_1'; its conv layers are: conv_1, conv_2"),
     ("layer=conv_1&channel=32", "channel must be in 0..31 for conv_1, not 32"),

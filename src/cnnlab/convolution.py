@@ -73,15 +73,22 @@ def _spatial(tensor_shape):
 def receptive_field(model, layer, y, x):
     """The box (top, left, bottom, right; inclusive, clipped to the image) of input pixels that `layer`'s output at
     (y, x) depends on, or None where that cannot be told from a chain of layers (a resize, a branch that changes
-    sizes). Walks the conv and pooling layers before `layer` in order (nested models entered)."""
+    sizes, a layer called twice). Walks the conv and pooling layers before `layer` in order (nested models entered):
+    exact for a chain, and for residual blocks; where branches with convs run side by side, the box of all of them
+    one after another, a bound."""
     before = leaf_layers(network(model))
     before = before[:before.index(layer) + 1]
     size = model_input(model).size
     steps = []
     for step in before:
-        size_in, size_out = _spatial(step.input.shape), _spatial(step.output.shape)
-        if size_in != size:  # a size that did not come from the layer before: the chain is not this one
+        try:
+            inputs = step.input if isinstance(step.input, (list, tuple)) else [step.input]
+            sizes_in, size_out = {_spatial(tensor.shape) for tensor in inputs}, _spatial(step.output.shape)
+        except (AttributeError, ValueError):  # a layer called in more than one place has no one input
             return None
+        if sizes_in != {size}:  # a size that did not come from the layer before: the chain is not this one
+            return None
+        size_in = size
         if isinstance(step, CONV_KINDS + POOL_KINDS):
             steps.append(_window(step, size_in, size_out))
         elif size_out != size_in:  # Resizing, UpSampling, padding, cropping: not followed here

@@ -3,8 +3,10 @@
 Gradient ascent from noise on the filter's mean activation (for the output layer: the class score before the
 softmax, see `scores`), all filters of a layer in one batch, with the usual regularisers that keep the pattern an
 image rather than adversarial noise: a random shift each step (jitter), a slight blur every few steps, and a decay
-towards grey. The patterns are (H, W, C) images in [0, 1], as cnnlab feeds images; `feeding.to_model` scales them
-as the model takes them. Conv layers inside a nested backbone are reached through `graph.rebuild`.
+towards grey. A filter the noise leaves silent (a ReLU at zero everywhere: no gradient) starts again from new noise.
+The patterns are (H, W, C) images in [0, 1], as cnnlab feeds images; `feeding.to_model` scales them as the model
+takes them. Conv layers inside a nested backbone are reached through `graph.rebuild`; the ascent step is compiled
+once per layer (`gradient.gradient_function`), on any Keras backend.
 
     import cnnlab
     patterns = cnnlab.maximize(model, "conv_2")                  # (64, 28, 28, 1): one image per filter
