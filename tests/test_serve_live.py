@@ -142,6 +142,33 @@ def test_a_browser_draws_a_digit_and_sees_the_network_think(server_url, browser)
     page.close()
 
 
+def test_a_browser_clicks_a_feature_map_and_sees_how_a_value_is_made(server_url, browser):
+    """CNN Explainer's view: click a channel of conv_2's mosaic, then a position in its map; the page shows the
+    receptive field, the kernels and a sum that ends in the value the feature map shows."""
+    page, errors = open_page(browser, server_url)
+    page.set_input_files("#upload", files=[{"name": "digit.png", "mimeType": "image/png", "buffer": digit_png()}])
+    page.wait_for_function(EXPLAINED, timeout=30_000)
+    page.locator(".feature-map-panel img").nth(1).click(position={"x": 3, "y": 3})  # conv_2, channel 0
+    page.wait_for_selector("#conv-view:not([hidden])", timeout=30_000)
+    assert page.locator("#conv-title").text_content().startswith("conv_2, channel 0, position (row 7, column 7)")
+    assert page.locator("#conv-kernels canvas").count() == 32  # one kernel slice per input channel
+    assert "8×8 pixels" in page.locator("#conv-field").text_content()
+    page.locator("#conv-map").click(position={"x": 2, "y": 2})  # the top-left position
+    page.wait_for_function("document.getElementById('conv-title').textContent.includes('(row 0, column 0)')",
+                           timeout=30_000)
+    total = page.locator("#conv-sum").text_content()
+    shown = re.search(r"= (-?[\d.]+)\. The feature map shows (-?[\d.]+)\.", total)
+    assert shown and shown.group(1) == shown.group(2), total
+    assert not errors, errors
+    page.close()
+
+
+def digit_png() -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.round(load_dataset("digits").x_test[0][..., 0] * 255).astype(np.uint8)).save(out, "PNG")
+    return out.getvalue()
+
+
 def test_a_colour_model_page_takes_an_upload_not_a_drawing(colour_run, colour_folder, browser):
     photo = next((colour_folder / "test" / "d7").glob("*.png"))
     with serving(Classifier.load(colour_run / "best.keras")) as url:

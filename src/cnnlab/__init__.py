@@ -18,6 +18,7 @@ _EXPORTS = {
     "errors": ["CnnlabError"],
     "evaluation": ["evaluate", "predict"],
     "export": ["export_model"],
+    "explain.maximize": ["maximize"],
     "inspection": ["conv_layers", "feature_maps", "filter_images", "load_model", "untrained_kernel"],
     "model": ["build_model", "summary_text"],
     "pipeline": ["evaluate_model", "inspect_model", "resume_config", "run", "train_run"],

@@ -189,6 +189,9 @@ def build_parser():
                    "digit-style model, else resized to the model's input)")
     p.add_argument("--no-preprocess", action="store_true", help="--image is already MNIST-style: only resize it")
     p.add_argument("--pooling", action="store_true", help="also draw the pooling layers' feature maps")
+    p.add_argument("--maximize", action="store_true", help="also draw the input each conv filter, and each class of "
+                   "the output layer, responds to most (activation maximisation), trained beside untrained")
+    p.add_argument("--maximize-steps", type=int, default=128, metavar="N", help="steps of gradient ascent (128)")
 
     p = sub.add_parser("report", help="one self-contained HTML page about a run or a saved model",
                        description="Build report.html: run summary, scores, learning curves, confusion matrix, "
@@ -459,7 +462,15 @@ def command_inspect(args):
                 raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
             image = data.x_test[args.index]
             title, style = f"{data.name} test image {args.index}: {data.class_names[data.y_test[args.index]]}", data.style
-    written = inspect_model(model, image, out, title, args.pooling, style)
+    if args.maximize:
+        from .prediction import class_names_for
+
+        if not 1 <= args.maximize_steps <= 1000:
+            raise CnnlabError(f"--maximize-steps must be in 1..1000, not {args.maximize_steps}")
+
+        class_names = class_names_for(model, args.model)
+    written = inspect_model(model, image, out, title, args.pooling, style,
+                            args.maximize_steps if args.maximize else 0, class_names if args.maximize else None)
     print("\n".join(str(p) for p in written))
 
 

@@ -219,9 +219,14 @@ def untrained_kernel(layer, seed=0):
     """The same layer's kernel freshly drawn from its own initializer (seeded, when it is random): the kind of
     weights training starts from, so that the figure shows what training changed."""
     kernel, initializer = kernel_and_initializer(layer)
+    return _as_filters(fresh_weights(initializer, kernel.shape, seed), layer)
+
+
+def fresh_weights(initializer, shape, seed=0) -> np.ndarray:
+    """Weights of `shape` drawn anew from `initializer` (with `seed`, when it is random)."""
     settings = initializer.get_config()
     fresh = initializer.__class__.from_config({**settings, "seed": seed} if "seed" in settings else settings)
-    return _as_filters(keras.ops.convert_to_numpy(fresh(shape=tuple(kernel.shape))), layer)
+    return keras.ops.convert_to_numpy(fresh(shape=tuple(shape)))
 
 
 def feature_map_model(model, include_pooling=False):
@@ -245,3 +250,17 @@ def feature_maps(model, image, include_pooling=False):
     outputs = output_list(extractor.predict(to_model(model_input(model), np.asarray(image, np.float32)[None]),
                                             verbose=0))
     return {name: np.asarray(out[0]) for name, out in zip(names, outputs)}
+
+
+def untrained_model(model, seed=0) -> keras.Model:
+    """A copy of the looked-inside network (an ensemble's first member) with every weight drawn again from its own
+    initializer, seeded as `untrained_kernel` draws it: the model as training found it (its filters those of the
+    filter figures' untrained half), for figures that show what training changed."""
+    copy = keras.models.clone_model(network(model))
+    for layer in leaf_layers(copy):
+        for variable in layer.weights:
+            name = variable.path.split("/")[-1]  # kernel, bias, depthwise_kernel, gamma, moving_mean...
+            initializer = getattr(layer, f"{name}_initializer", None)
+            if initializer is not None:
+                variable.assign(fresh_weights(initializer, variable.shape, seed))
+    return copy

@@ -22,8 +22,9 @@ from .callbacks.mlflow import mlflow_run
 from .callbacks.tensorboard import TENSORBOARD_IMAGES, tensorboard_callbacks
 from .errors import CnnlabError, DataError, TrainingInterrupted
 from .evaluation import evaluate, scores, view_probabilities
+from .explain.maximize import STEPS, layer_names, maximize
 from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_maps,
-                         filter_images, load_model, trained_kernel, untrained_kernel)
+                         filter_images, load_model, trained_kernel, untrained_kernel, untrained_model)
 from .model import build_model, ensemble_line, ensemble_model, summary_text
 from .rundir import RunDir
 from .training import check_resumable, load_checkpoint, set_seeds, steps_per_epoch, train, training_left
@@ -294,10 +295,23 @@ def filter_figure(layer, first=False):
     return plots.trained_vs_untrained(trained, untrained, layer.name, caption)
 
 
-def inspect_model(model, image, out_dir, title="input", include_pooling=False, style=DIGIT_STYLE) -> list:
+def maximized_figure(model, untrained, layer_name, style=DIGIT_STYLE, class_names=None, steps=STEPS):
+    """The patterns that excite each filter of a conv layer (or each class of the output layer) most, of `model`
+    above its `untrained` copy (`inspection.untrained_model`; None: the trained patterns alone)."""
+    patterns = [maximize(net, layer_name, steps=steps) if net is not None else None for net in (model, untrained)]
+    output = layer_name == layer_names(model)[-1]
+    labels = (class_names or range(len(patterns[0]))) if output else None
+    return plots.maximized_patterns(*patterns, layer_name, labels, units="classes" if output else "filters",
+                                    style=style)
+
+
+def inspect_model(model, image, out_dir, title="input", include_pooling=False, style=DIGIT_STYLE, maximize_steps=0,
+                  class_names=None) -> list:
     """Filters (trained beside untrained) and feature maps of every conv layer, and the (H, W, C) `image` they are
     of, as PNGs in `out_dir`; the filters alone when `image` is None (they need no data). `style` is the image's
-    dataset's (see `plots.shown_image`)."""
+    dataset's (see `plots.shown_image`). `maximize_steps` (0: none): also the input pattern each filter of each conv
+    layer, and each class of the output layer (named by `class_names`), responds to most, trained beside untrained,
+    found in that many steps of gradient ascent (`explain.maximize`; 128 is its default)."""
     check_image_model(model)
     members = ensemble_members(model)
     if members:
@@ -312,6 +326,10 @@ def inspect_model(model, image, out_dir, title="input", include_pooling=False, s
 
     for k, layer in enumerate(conv_layers(model)):
         save(filter_figure(layer, first=k == 0), f"filters_{layer.name}")
+    if maximize_steps:
+        untrained = untrained_model(model)
+        for name in layer_names(model):
+            save(maximized_figure(model, untrained, name, style, class_names, maximize_steps), f"maximized_{name}")
     if image is None:
         return written
     save(plots.input_figure(image, title, style), "feature_maps_input")

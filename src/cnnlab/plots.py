@@ -367,3 +367,33 @@ def preprocessing_figure(original, model_input, top, title) -> Figure:
     ax_top.spines[["top", "right"]].set_visible(False)
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+def maximized_patterns(trained, untrained, layer_name, labels=None, units="filters", style=DIGIT_STYLE) -> Figure:
+    """The (n, H, W, C) input patterns that excite each filter (or class) of a layer most, of the trained model above
+    those of the same model freshly initialised (`untrained`; None: the trained ones alone): what training taught each
+    filter to look for. Drawn as the inputs are (`style`, see `shown_image`), as one mosaic each (one image, not n
+    axes: fast for 64 filters). `labels` name the `units` of a one-row mosaic (default: their numbers); a larger one
+    numbers its columns and the first of each row."""
+    panels = [(np.asarray(trained), "trained")]
+    if untrained is not None:
+        panels.append((np.asarray(untrained), "untrained (fresh initialisation)"))
+    n, h, w = panels[0][0].shape[:3]
+    columns = min(16, n)
+    rows = math.ceil(n / columns)
+    labels = [str(k) for k in range(n)] if labels is None or rows > 1 else [str(label) for label in labels]
+    width = min(13.0, columns * 0.8 + 1.0)
+    band = width * rows * (h + 1) / (columns * (w + 1))
+    fig = Figure(figsize=(width, len(panels) * (band + 0.5) + 0.4), layout="constrained")
+    for ax, (images, label) in zip(np.atleast_1d(fig.subplots(len(panels), 1)), panels):
+        tiles = np.stack([shown_image(image, style) for image in images])
+        ax.imshow(mosaic(tiles, rows, columns, blank=1.0), cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([c * (w + 1) + (w - 1) / 2 for c in range(columns)], labels[:columns], fontsize=7)
+        ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)],
+                      [f"{r * columns}+" for r in range(rows)] if rows > 1 else [], fontsize=7)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_title(f"{layer_name} {label}", fontsize=9)
+    fig.suptitle(f"{layer_name}: the input each of its {n} {units} responds to most", fontsize=11)
+    return fig

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from . import files, plots
+from .convolution import find_conv_layer, layer_values, receptive_field, value_at
 from .data import CLASS_NAMES, DIGIT_STYLE, NAMED, PHOTO_STYLE
 from .errors import CnnlabError, ImageError
 from .evaluation import as_probabilities, top_k
@@ -122,6 +123,15 @@ class Classifier:
             heat = grad_cam(self.model, image, class_index)
         return {"probabilities": probabilities, "class_index": class_index, "feature_maps": maps,
                 "grad_cam": heat, "grad_cam_layer": conv_layers(self.model)[-1].name}
+
+    def conv_value(self, image, layer_name, channel, y, x) -> dict:
+        """How one value of a conv layer's feature map is made from the layer's input (`convolution.value_at`), and
+        the box of input pixels it depends on."""
+        layer = find_conv_layer(self.model, layer_name)
+        with self._lock:
+            taps = layer_values(self.model, image)
+        return {**value_at(layer, *taps[layer], channel, y, x),
+                "receptive_field": receptive_field(self.model, layer, y, x)}
 
     def summary(self) -> dict:
         """The architecture as data (layers with their output shapes and parameter counts), and the images it takes

@@ -26,12 +26,13 @@ from .feeding import model_input, to_model
 from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_map_model,
                          load_model, output_list)
 from .model import layer_rows
-from .pipeline import filter_figure, load_data, tta_note
+from .pipeline import filter_figure, load_data, maximized_figure, tta_note
 from .rundir import RunDir
 
 SAMPLE_SIZE = 16  # first test images shown with their predictions and explained
 MISTAKES = 8  # most confident mistakes shown and explained
 TOP_K = 3
+REPORT_STEPS = 64  # of activation maximisation: the patterns are clear by then (benchmarks/maximize.py)
 THUMBNAIL_PIXELS = 128  # longest side of a mistake's thumbnail PNG (shown 56 pixels high)
 SECTIONS = (  # (id, heading): the page's sections, top to bottom
     ("summary", "Run summary"),
@@ -41,6 +42,7 @@ SECTIONS = (  # (id, heading): the page's sections, top to bottom
     ("predictions", "Test predictions"),
     ("filters", "Filters"),
     ("feature-maps", "Feature maps"),
+    ("maximized", "What each filter looks for"),
     ("grad-cam", "Grad-CAM and saliency"),
 )
 REQUIRED_METRICS = ("val_loss", "val_accuracy", "best_epoch", "epochs_run", "stop_reason")
@@ -249,6 +251,14 @@ def feature_map_figures(model, data: Dataset) -> list:
             for name, maps in zip(layer_names, outputs)]
 
 
+def maximized_figures(model, style) -> list:
+    """Every conv layer's activation maximisation in REPORT_STEPS steps of ascent; the trained model's alone, to
+    keep the report quick (the filters section shows what training changed; `inspect --maximize` both)."""
+    return [{"layer": layer.name, "uri": figure_uri(maximized_figure(model, None, layer.name, style,
+                                                                     steps=REPORT_STEPS))}
+            for layer in conv_layers(model)]
+
+
 def ensemble_note(model):
     members = ensemble_members(model)
     return (f"This model averages the probabilities of {len(members)} networks; the filters, feature maps and "
@@ -303,6 +313,8 @@ def build_report(model, data: Dataset, out, *, config=None, metrics=None, histor
                        for k, layer in enumerate(conv_layers(model))]
     steps("feature maps of one test image per class")
     page["feature_maps"] = feature_map_figures(model, data)
+    steps("the input each conv filter responds to most")
+    page["maximized"] = maximized_figures(model, data.style)
     steps("Grad-CAM and saliency")
     page["explanations"] = {
         "sample": explanation_figure(model, data, sample, probabilities, "sample"),

@@ -230,6 +230,14 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
                          "png": render.grad_cam_png(image, found["grad_cam"])},
         })
 
+    def conv_value(data, preprocess, layer, channel, y, x):
+        image, shown = prepared_input(data, preprocess)
+        try:
+            worked = classifier.conv_value(image, layer, channel, y, x)
+        except CnnlabError as e:  # no such conv layer, channel or position
+            raise BadRequest(422, str(e)) from None
+        return JSONResponse({**worked, "input_png": shown["input_png"]})
+
     @app.get("/", include_in_schema=False)
     def page():
         return FileResponse(STATIC / "index.html")
@@ -263,6 +271,17 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
                                                                                "predicted one)")):
         data = await read_image_bytes(request)
         return await anyio.to_thread.run_sync(explain_image, data, preprocess, class_index, limiter=decoding)
+
+    @app.post("/api/conv", summary="How one value of a conv layer's feature map is made: the patch of its input "
+                                   "under the kernel, the kernel, their products, the sum, bias and activation",
+              openapi_extra=IMAGE_BODY)
+    async def conv(request: Request, layer: str = Query(description="a conv layer's name (GET /api/model: conv_layers)"),
+                   channel: int = Query(0, ge=0, description="the feature map's channel (the layer's filter)"),
+                   y: int = Query(0, ge=0, description="row of the feature map"),
+                   x: int = Query(0, ge=0, description="column of the feature map"),
+                   preprocess: bool = Query(True, description="as for /api/predict")):
+        data = await read_image_bytes(request)
+        return await anyio.to_thread.run_sync(conv_value, data, preprocess, layer, channel, y, x, limiter=decoding)
 
     return app
 

@@ -78,6 +78,7 @@ document.getElementById("clear").addEventListener("click", () => {
   drawn = false;
   upload = null;
   queued = null;
+  conv = null;
   showEmpty();
   setStatus(hint);
 });
@@ -138,7 +139,10 @@ async function ask(kind) {
     if (!drawn) return;  // cleared meanwhile
     if (response.ok) {
       showPrediction(answer);
-      if (kind === "explain") showExplanation(answer);
+      if (kind === "explain") {
+        showExplanation(answer);
+        if (conv) askConv();  // a new image: the same layer, channel and position worked out again
+      }
       setStatus(upload ? `Sent ${upload.name}.` : "Draw more, or clear and start again.");
     } else {
       setStatus(answer.detail || `The server answered ${response.status}.`, true);
@@ -194,7 +198,9 @@ function showExplanation(answer) {
     const zoom = Math.max(1, Math.floor(480 / width));  // every layer's mosaic about 480 px wide
     image.src = `data:image/png;base64,${maps.png}`;
     image.style.width = `${width * zoom}px`;
-    image.alt = `${maps.channels} feature maps of ${maps.layer}`;
+    image.style.cursor = "pointer";
+    image.alt = `${maps.channels} feature maps of ${maps.layer}: click one to see how it is made`;
+    image.addEventListener("click", (event) => chooseChannel(maps, image, event));
     const caption = document.createElement("figcaption");
     caption.textContent = `${maps.layer}: ${maps.channels} maps of ${maps.height}×${maps.width}`;
     panel.append(caption, image);
@@ -214,6 +220,155 @@ function showEmpty() {
   for (const id of ["input-image", "grad-cam"]) document.getElementById(id).removeAttribute("src");
   document.getElementById("grad-cam-caption").textContent = "Grad-CAM: where it looked";
   document.getElementById("feature-maps").innerHTML = '<p class="empty">Send an image to see them.</p>';
+  document.getElementById("conv-view").hidden = true;
+}
+
+// How one value is made (CNN Explainer's view, for this model): click a channel of a layer's feature-map mosaic,
+// then a position in its map; /api/conv works the value out from the layer's input and weights.
+let conv = null;  // {layer, channel, y, x, inputChannel}: what is shown
+
+function chooseChannel(maps, image, event) {
+  const box = image.getBoundingClientRect();
+  const px = Math.floor((event.clientX - box.left) * image.naturalWidth / box.width);
+  const py = Math.floor((event.clientY - box.top) * image.naturalHeight / box.height);
+  const column = Math.floor(px / (maps.width + 1)), row = Math.floor(py / (maps.height + 1));
+  const channel = row * maps.columns + column;
+  if (px % (maps.width + 1) === maps.width || py % (maps.height + 1) === maps.height || channel >= maps.channels) return;
+  conv = {layer: maps.layer, channel, y: Math.floor(maps.height / 2), x: Math.floor(maps.width / 2), inputChannel: 0};
+  askConv();
+}
+
+async function askConv() {
+  if (!conv || !drawn) return;
+  const query = new URLSearchParams({layer: conv.layer, channel: conv.channel, y: conv.y, x: conv.x,
+                                     preprocess: preprocess.checked});
+  const title = document.getElementById("conv-title");
+  try {
+    const response = await fetch(`/api/conv?${query}`, await imageRequest());
+    const answer = await response.json();
+    if (!response.ok) {
+      title.textContent = answer.detail || `The server answered ${response.status}.`;
+      return;
+    }
+    showConv(answer);
+  } catch (error) {
+    title.textContent = `No answer from the server (${error.message}).`;
+  }
+}
+
+const number = (value) => (Math.abs(value) >= 100 ? value.toFixed(1) : value.toFixed(3));
+
+function redBlue(value, limit) {  // red positive, blue negative, white zero
+  const t = Math.min(1, Math.abs(value) / (limit || 1));
+  const fade = Math.round(255 * (1 - t));
+  return value >= 0 ? `rgb(255,${fade},${fade})` : `rgb(${fade},${fade},255)`;
+}
+
+function paintGrid(canvas, rows, colour) {  // one cell per value, the canvas keeps its own size
+  const pen = canvas.getContext("2d");
+  const cellH = canvas.height / rows.length, cellW = canvas.width / rows[0].length;
+  rows.forEach((row, y) => row.forEach((value, x) => {
+    pen.fillStyle = colour(value);
+    pen.fillRect(x * cellW, y * cellH, Math.ceil(cellW), Math.ceil(cellH));
+  }));
+  return {pen, cellH, cellW};
+}
+
+function channelOf(grid, k) { return grid.map((row) => row.map((cell) => cell[k])); }
+
+function numberTable(rows) {
+  const table = document.createElement("table");
+  for (const row of rows) {
+    const line = table.insertRow();
+    for (const value of row) line.insertCell().textContent = number(value);
+  }
+  return table;
+}
+
+function showConv(worked) {
+  const [kh, kw] = worked.kernel_size;
+  const dilation = worked.dilation.some((d) => d > 1) ? `, dilation ${worked.dilation.join("×")}` : "";
+  document.getElementById("conv-title").textContent = `${worked.layer}, channel ${worked.channel}, position ` +
+    `(row ${worked.y}, column ${worked.x}): a ${kh}×${kw} kernel, stride ${worked.strides.join("×")}, ` +
+    `'${worked.padding}' padding${dilation}, over the layer's ${worked.input_shape.join("×")} input`;
+  document.getElementById("conv-note").textContent = worked.note;
+  document.getElementById("conv-view").hidden = false;
+
+  const inputCanvas = document.getElementById("conv-input");
+  const picture = new Image();
+  picture.onload = () => {
+    const pen = inputCanvas.getContext("2d");
+    pen.imageSmoothingEnabled = false;
+    pen.drawImage(picture, 0, 0, inputCanvas.width, inputCanvas.height);
+    const field = worked.receptive_field;
+    if (!field) return;
+    const sy = inputCanvas.height / picture.height, sx = inputCanvas.width / picture.width;
+    pen.strokeStyle = "#e11d48";
+    pen.lineWidth = 2;
+    pen.strokeRect(field.left * sx, field.top * sy, (field.right - field.left + 1) * sx,
+                   (field.bottom - field.top + 1) * sy);
+  };
+  picture.src = `data:image/png;base64,${worked.input_png}`;
+  const field = worked.receptive_field;
+  document.getElementById("conv-field").textContent = field ?
+    `input: the ${field.height}×${field.width} pixels this value depends on (its receptive field)` :
+    "input (this model's shape does not tell which pixels the value depends on)";
+
+  const map = worked.feature_map;
+  const values = map.flat();
+  const low = Math.min(...values), high = Math.max(...values);
+  const mapCanvas = document.getElementById("conv-map");
+  const {pen, cellH, cellW} = paintGrid(mapCanvas, map, (value) => {
+    const level = Math.round(255 * (high > low ? (value - low) / (high - low) : 0));
+    return `rgb(${level},${level},${level})`;
+  });
+  pen.strokeStyle = "#e11d48";
+  pen.lineWidth = 2;
+  pen.strokeRect(worked.x * cellW, worked.y * cellH, cellW, cellH);
+  mapCanvas.onclick = (event) => {
+    const box = mapCanvas.getBoundingClientRect();
+    conv.y = Math.min(map.length - 1, Math.floor((event.clientY - box.top) / box.height * map.length));
+    conv.x = Math.min(map[0].length - 1, Math.floor((event.clientX - box.left) / box.width * map[0].length));
+    askConv();
+  };
+
+  const limit = Math.max(...worked.kernel.flat(2).map(Math.abs));
+  conv.inputChannel = Math.min(conv.inputChannel, worked.input_channels.length - 1);
+  const kernels = worked.input_channels.map((source, k) => {
+    const thumbnail = document.createElement("canvas");
+    thumbnail.width = kw * 6;
+    thumbnail.height = kh * 6;
+    thumbnail.title = `input channel ${source}: weights for channel ${worked.channel}`;
+    paintGrid(thumbnail, channelOf(worked.kernel, k), (value) => redBlue(value, limit));
+    thumbnail.addEventListener("click", () => { conv.inputChannel = k; showArithmetic(worked); });
+    return thumbnail;
+  });
+  document.getElementById("conv-kernels").replaceChildren(...kernels);
+  showArithmetic(worked);
+}
+
+function showArithmetic(worked) {
+  const k = conv.inputChannel;
+  document.querySelectorAll("#conv-kernels canvas").forEach((c, i) => c.classList.toggle("chosen", i === k));
+  const operator = (text) => Object.assign(document.createElement("span"), {className: "operator", textContent: text});
+  const caption = (text, table) => {
+    const figure = document.createElement("figure");
+    figure.append(table, Object.assign(document.createElement("figcaption"), {textContent: text}));
+    return figure;
+  };
+  const source = worked.input_channels[k];
+  document.getElementById("conv-arithmetic").replaceChildren(
+    caption(`patch of input channel ${source}`, numberTable(channelOf(worked.patch, k))), operator("×"),
+    caption("kernel weights", numberTable(channelOf(worked.kernel, k))), operator("="),
+    caption("products", numberTable(channelOf(worked.products, k))), operator("→"),
+    caption("their sum", numberTable([[worked.channel_sums[k]]])));
+  const channels = worked.input_channels.length;
+  const step = worked.pointwise ?
+    `Σ of the ${channels} depthwise sums × their 1×1 weights = ${number(worked.sum)}` :
+    `Σ over ${channels} input channel${channels > 1 ? "s" : ""} of their products = ${number(worked.sum)}`;
+  document.getElementById("conv-sum").textContent = `${step}; + bias ${number(worked.bias)} = ` +
+    `${number(worked.pre_activation)}; ${worked.activation}(${number(worked.pre_activation)}) = ` +
+    `${number(worked.activated)}. The feature map shows ${number(worked.value)}.`;
 }
 
 function adaptTo(model) {  // the page for the images this model takes

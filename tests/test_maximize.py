@@ -1,0 +1,110 @@
+"""Activation maximisation (cnnlab.maximize, `cnnlab inspect --maximize`, the report's section): the pattern found
+for a filter or a class excites it far more than real images do, on any model shape and input scaling."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import cnnlab
+from cnnlab.cli import main
+from cnnlab.data import load_dataset
+from cnnlab.errors import ConfigError
+from cnnlab.explain.maximize import mean_activations
+from cnnlab.inspection import load_model, untrained_model
+
+
+@pytest.fixture(scope="module")
+def trained(digits_run):
+    return load_model(digits_run / "best.keras")
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    data = load_dataset("digits")
+    return data.x_test[np.random.default_rng(0).choice(len(data.x_test), 100, replace=False)]
+
+
+@pytest.mark.parametrize("layer", ["conv_1", "conv_2"])
+def test_each_filters_pattern_excites_it_more_than_any_test_image(trained, test_images, layer):
+    patterns = cnnlab.maximize(trained, layer)
+    assert patterns.shape[1:] == (28, 28, 1) and patterns.min() >= 0 and patterns.max() <= 1
+    own = np.diag(mean_activations(trained, layer, patterns))  # filter k's activation on pattern k
+    real = mean_activations(trained, layer, test_images)
+    beats_all = own > real.max(axis=0)
+    far_above = own >= real.mean(axis=0) + 5 * real.std(axis=0)
+    # a filter no noise ever excites (dead on every start) keeps its noise: at most a few of a layer's
+    assert np.mean(beats_all & far_above) >= 0.9, np.round((own - real.mean(0)) / real.std(0), 1)
+
+
+def test_each_class_pattern_is_that_class_at_five_times_the_probability_of_test_images(trained, test_images):
+    patterns = cnnlab.maximize(trained, "probabilities", steps=64)
+    probabilities = trained.predict(patterns, verbose=0)
+    assert np.array_equal(probabilities.argmax(axis=1), np.arange(10))
+    # the score ascended is before the softmax; the probability follows it
+    assert np.all(np.diag(probabilities) >= 5 * trained.predict(test_images, verbose=0).mean(axis=0))
+
+
+def backbone_models():
+    """One nested colour backbone, in a model fed [0, 1] and in one fed 0..255 (Rescaling in front): the same
+    network, so it must want the same patterns, on their own scales."""
+    keras.utils.set_random_seed(3)
+    backbone = keras.Sequential([keras.Input((16, 16, 3)),
+                                 keras.layers.Conv2D(6, 3, activation="relu", name="inner_conv"),
+                                 keras.layers.MaxPooling2D(),
+                                 keras.layers.Conv2D(8, 3, activation="relu", name="deep_conv")], name="backbone")
+    head = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, activation="softmax", name="classes")]
+    plain_in = keras.Input((16, 16, 3))
+    plain = keras.Model(plain_in, head[1](head[0](backbone(plain_in))))
+    scaled_in = keras.Input((16, 16, 3))
+    scaled = keras.Model(scaled_in, head[1](head[0](backbone(keras.layers.Rescaling(1 / 255)(scaled_in)))))
+    return plain, scaled
+
+
+def test_a_nested_colour_backbone_and_the_models_input_scaling():
+    plain, scaled = backbone_models()
+    patterns = cnnlab.maximize(plain, "deep_conv", steps=48)
+    assert patterns.shape == (8, 16, 16, 3) and patterns.min() >= 0 and patterns.max() <= 1
+    noise = np.random.default_rng(1).uniform(0, 1, (32, 16, 16, 3)).astype(np.float32)
+    own = np.diag(mean_activations(plain, "deep_conv", patterns))
+    best_noise = mean_activations(plain, "deep_conv", noise).max(axis=0)
+    alive = best_noise > 0  # an untrained ReLU filter can be dead for every input
+    assert alive.sum() >= 4 and np.all(own[alive] > best_noise[alive])
+    # the 0..255 model gets its patterns through its own scaling: the same images in [0, 1]
+    np.testing.assert_allclose(cnnlab.maximize(scaled, "deep_conv", steps=48), patterns, atol=1e-3)
+    assert cnnlab.maximize(plain, "classes", filters=[2], steps=8).shape == (1, 16, 16, 3)
+
+
+def test_a_wrong_layer_or_filter_is_a_one_line_error_that_lists_the_layers(trained):
+    with pytest.raises(ConfigError) as error:
+        cnnlab.maximize(trained, "conv_9")
+    assert "conv_9" in str(error.value) and "conv_1, conv_2, probabilities" in str(error.value)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match=r"64 filters \(0\.\.63\); there is no 64"):
+        cnnlab.maximize(trained, "conv_2", filters=[3, 64])
+
+
+def test_inspect_maximize_draws_a_nested_colour_models_layers_trained_beside_untrained(tmp_path, capsys):
+    plain, _ = backbone_models()
+    plain.save(tmp_path / "nested.keras")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    assert main(["inspect", str(tmp_path / "nested.keras"), "--image", str(tmp_path / "in.png"), "--maximize",
+                 "--maximize-steps", "4", "--out", str(tmp_path / "figures")]) == 0
+    printed = capsys.readouterr().out
+    for name in ("inner_conv", "deep_conv", "classes"):
+        path = tmp_path / "figures" / f"maximized_{name}.png"
+        assert str(path) in printed
+        with Image.open(path) as picture:  # trained above untrained, in colour
+            assert picture.height > 150 and np.ptp(np.asarray(picture.convert("RGB"), np.int16), axis=2).max() > 0
+    untrained = untrained_model(plain)
+    assert not np.allclose(untrained.get_layer("backbone").get_layer("deep_conv").kernel,
+                           plain.get_layer("backbone").get_layer("deep_conv").kernel)
+
+
+def test_the_report_shows_each_conv_layers_patterns(digits_run):
+    html = (digits_run / "report.html").read_text(encoding="utf-8")
+    section = re.search(r'<section id="maximized".*?</section>', html, re.DOTALL).group(0)
+    assert section.count('<img src="data:image/png;base64,') == 2
+    assert "conv_1:" in section and "conv_2:" in section
