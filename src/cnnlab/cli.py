@@ -96,6 +96,8 @@ def add_training_options(p, output=True):
     g.add_argument("--jit-compile", choices=JIT_COMPILE, help="XLA compilation: auto (default: Keras's choice), true, false")
     g.add_argument("--validation-freq", type=int, metavar="N", help="validate every N epochs and after the last (1)")
     g.add_argument("--eval-batch-size", type=int, metavar="N", help="batch size of validation passes (1024)")
+    g.add_argument("--devices", metavar="auto|N", help="train data-parallel over N local devices (GPUs) or all "
+                   "(auto), with KERAS_BACKEND=jax; --batch-size stays the global batch (1)")
     g = p.add_argument_group("scoring")
     add_test_time_augmentation_option(g, "none; best: shift")
     if not output:
@@ -104,6 +106,11 @@ def add_training_options(p, output=True):
     g.add_argument("--out", default="runs", metavar="DIR", help="where run directories go (runs)")
     g.add_argument("--name", help="run directory name (default: DATASET-RECIPE-TIMESTAMP)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last completed epoch")
+    g = p.add_argument_group("several machines (JAX; one process per machine, each started with the same flags)")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (or JAX's and Keras's "
+                   "KERAS_DISTRIBUTION_* environment variables); only process 0 writes the run directory")
+    g.add_argument("--num-processes", type=int, metavar="N", help="processes in all")
+    g.add_argument("--process-id", type=int, metavar="K", help="this process, 0..N-1")
 
 
 def add_test_time_augmentation_option(p, default):
@@ -232,10 +239,10 @@ def training_config(args):
             raise CnnlabError(f"--resume continues {args.resume} in place, with its own settings; "
                               f"drop {', '.join(placed)}")
         given = {k: v for k, v in overrides.items() if v is not None}
-        changed = sorted(set(given) - {"epochs", "data_dir"})  # the same data may have moved to another folder
+        changed = sorted(set(given) - {"epochs", "data_dir", "devices"})  # the same data may have moved elsewhere
         if changed:
-            raise CnnlabError(f"--resume continues a run with its own settings; only --epochs and --data-dir may "
-                              f"change, not {', '.join('--' + k.replace('_', '-') for k in changed)}")
+            raise CnnlabError(f"--resume continues a run with its own settings; only --epochs, --data-dir and "
+                              f"--devices may change, not {', '.join('--' + k.replace('_', '-') for k in changed)}")
         import_keras_quietly()  # the pipeline imports Keras
         from .pipeline import resume_config
 
@@ -247,6 +254,12 @@ def command_run(args):
     config = training_config(args)  # before Keras is imported: a bad flag costs no start-up time
     import_keras_quietly()
     from . import pipeline
+
+    cluster = (args.coordinator, args.num_processes, args.process_id)
+    if any(value is not None for value in cluster) or "KERAS_DISTRIBUTION_JOB_ADDRESSES" in os.environ:
+        from .distribution import initialize
+
+        initialize(*cluster)
 
     if args.command == "run":
         pipeline.run(config, args.out, args.name, args.resume)
