@@ -65,10 +65,13 @@ def current() -> Parallel:
     return Parallel(int(distribution.device_mesh.devices.size), jax.process_count(), jax.process_index())
 
 
-def check_backend(devices: str):
-    """A one-line error, before any data is read, for several devices on a backend without keras.distribution."""
+def check_devices(devices: str):
+    """A one-line error, before any data is read or folder made, for several devices on a backend without
+    keras.distribution, or for more devices than there are."""
     if devices != "1" and keras.backend.backend() != "jax":
         raise ConfigError(f"--devices {devices}: {JAX_ONLY}")
+    if devices != "1":
+        _mesh_devices(devices)
 
 
 def initialize(coordinator=None, num_processes=None, process_id=None):
@@ -120,7 +123,7 @@ def _mesh_devices(devices: str):
 def data_parallel(devices: str = "1"):
     """Train under keras.distribution.DataParallel over `devices` ("auto": all local ones; N) of every process,
     yielding the Parallel. One device in one process is today's path: no distribution at all."""
-    check_backend(devices)
+    check_devices(devices)
     if devices == "1" and _process_count() == 1:
         yield SINGLE
         return
@@ -162,8 +165,9 @@ def whole_rows(count, parallel: Parallel) -> int:
 
 class PaddedBatches(keras.utils.PyDataset):
     """Validation images, labels and weights in order, every batch a multiple of the device count: the last one is
-    padded with copies weighted 0, so that every image counts once and none is left out. Keras's mean loss still
-    divides by the padded count: `PaddedLossCorrection` undoes that, exactly."""
+    padded with copies labelled -1 (no class: a loss of 0, never right) and weighted 0, so that every image counts
+    once and none is left out. Keras's means still divide by the padded count (its loss tracker weights a batch by
+    its length, and `accuracy` is not a weighted metric): `PaddedMeansCorrection` undoes that, exactly."""
 
     def __init__(self, x, y, batch_size, parallel: Parallel):
         super().__init__()
@@ -176,31 +180,31 @@ class PaddedBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        x, y = np.asarray(self.x[rows]), np.asarray(self.y[rows])
+        x, y = np.asarray(self.x[rows]), np.asarray(self.y[rows], np.int32)  # signed: -1 marks the padding
         weights = np.ones(len(y), np.float32)
         if index == len(self) - 1 and self.padding:
             copies = np.arange(self.padding) % len(y)
-            x, y = np.concatenate([x, x[copies]]), np.concatenate([y, y[copies]])
+            x, y = np.concatenate([x, x[copies]]), np.concatenate([y, np.full(self.padding, -1, y.dtype)])
             weights = np.concatenate([weights, np.zeros(self.padding, np.float32)])
         local = self.parallel.local_rows
         return local(x), local(y), local(weights)
 
-    def loss_correction(self):
-        return PaddedLossCorrection(len(self.y), self.padding)
+    def means_correction(self):
+        return PaddedMeansCorrection(len(self.y), self.padding)
 
 
-class PaddedLossCorrection(keras.callbacks.Callback):
-    """Keras's validation loss is the sum over the images divided by the padded count (its loss tracker weights
-    each batch by its length): scaled back to the mean over the real images, before early stopping and the history
-    read it. Accuracy needs nothing: it is weighted by the sample weights."""
+class PaddedMeansCorrection(keras.callbacks.Callback):
+    """Keras's validation loss and accuracy over PaddedBatches are sums over the images (the padding adds 0 to each)
+    divided by the padded count: scaled back to means over the images, before early stopping and the history
+    read them."""
 
     def __init__(self, images, padding):
         super().__init__()
         self.scale = (images + padding) / images
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and "val_loss" in logs:
-            logs["val_loss"] = float(logs["val_loss"]) * self.scale
+        for key in [key for key in logs or {} if key in ("val_loss", "val_accuracy")]:
+            logs[key] = float(logs[key]) * self.scale
 
 
 def predict(model, images, batch_size=256):

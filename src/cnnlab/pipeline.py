@@ -104,7 +104,7 @@ def _run_directory(config: Config, out, name, resume):
     config as it is recorded and, for a new run, the data (found before the directory is made: a run without data
     leaves none)."""
     config = absolute_paths(config)
-    distribution.check_backend(config.devices)
+    distribution.check_devices(config.devices)
     path = Path(resume) if resume else run_path(config, out, name)
     data = None if resume else load_data(config)
     with distribution.private_folder(path) as path, files.exclusive(path):  # checked under the lock: a process that

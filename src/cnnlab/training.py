@@ -425,8 +425,8 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
     batches = EpochShuffle(data.x_train, data.y_train, config.batch_size, config.seed, state["epochs_completed"],
                            config.epochs, parallel)
     validation = validation_data(data, config.eval_batch_size, parallel)
-    # on several devices: first, so that early stopping and the history read the loss of the images themselves
-    first = [validation["validation_data"].loss_correction()] if parallel.devices > 1 else []
+    # on several devices: first, so that early stopping and the history read the means over the images themselves
+    first = [validation["validation_data"].means_correction()] if parallel.devices > 1 else []
 
     model.steps_per_execution = execution_steps(config.steps_per_execution, batches.steps_per_epoch)
     cache_compilations()
