@@ -107,8 +107,9 @@ def add_training_options(p, output=True):
     g.add_argument("--name", help="run directory name (default: DATASET-RECIPE-TIMESTAMP)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last completed epoch")
     g = p.add_argument_group("several machines (JAX; one process per machine, each started with the same flags)")
-    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (or JAX's and Keras's "
-                   "KERAS_DISTRIBUTION_* environment variables); only process 0 writes the run directory")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a free port (or Keras's "
+                   "KERAS_DISTRIBUTION_* variables, or JAX's JAX_COORDINATOR_ADDRESS under SLURM or Open MPI); only "
+                   "process 0 writes the run directory")
     g.add_argument("--num-processes", type=int, metavar="N", help="processes in all")
     g.add_argument("--process-id", type=int, metavar="K", help="this process, 0..N-1")
 
@@ -254,12 +255,9 @@ def command_run(args):
     config = training_config(args)  # before Keras is imported: a bad flag costs no start-up time
     import_keras_quietly()
     from . import pipeline
+    from .distribution import initialize
 
-    cluster = (args.coordinator, args.num_processes, args.process_id)
-    if any(value is not None for value in cluster) or "KERAS_DISTRIBUTION_JOB_ADDRESSES" in os.environ:
-        from .distribution import initialize
-
-        initialize(*cluster)
+    initialize(args.coordinator, args.num_processes, args.process_id)  # several machines, when asked
 
     if args.command == "run":
         pipeline.run(config, args.out, args.name, args.resume)

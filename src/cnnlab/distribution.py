@@ -18,6 +18,7 @@ one-line error.
 
 import contextlib
 import math
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import numpy as np
 
 from .errors import ConfigError
 
+CLUSTER_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "JAX_COORDINATOR_ADDRESS")
 JAX_ONLY = "several devices or processes need the JAX backend (keras.distribution is JAX-only in Keras 3): " \
            "run with KERAS_BACKEND=jax (pip install 'cnnlab[jax]')"
 
@@ -75,12 +77,16 @@ def check_devices(devices: str):
 
 
 def initialize(coordinator=None, num_processes=None, process_id=None):
-    """Join this process to a cluster of `num_processes` (keras.distribution.initialize, so JAX's own variables
-    and Keras's KERAS_DISTRIBUTION_* variables work too). Call it first: JAX must not have started. On CPUs the
-    processes exchange gradients over Gloo (JAX's CPU collectives; without them a cross-process step fails).
+    """Join this process to a cluster of `num_processes` (keras.distribution.initialize, so Keras's
+    KERAS_DISTRIBUTION_* variables work too, and JAX's JAX_COORDINATOR_ADDRESS with a SLURM or Open MPI launch that
+    tells the rest); nothing when neither arguments nor variables ask for one. Call it first: JAX must not have
+    started. On CPUs the processes exchange gradients over Gloo (JAX's CPU collectives).
 
         initialize("10.0.0.1:1234", num_processes=2, process_id=0)   # on the first machine; process_id=1 on the other
     """
+    asked = (coordinator, num_processes, process_id) != (None, None, None)
+    if not (asked or any(map(os.environ.get, CLUSTER_VARIABLES))):
+        return
     if keras.backend.backend() != "jax":
         raise ConfigError(f"--coordinator: {JAX_ONLY}")
     if num_processes is not None and num_processes < 1:
@@ -92,7 +98,8 @@ def initialize(coordinator=None, num_processes=None, process_id=None):
                           f"{coordinator!r}")
     import jax
 
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices only; GPUs keep NCCL
+    # JAX 0.10's default; older releases had none, and a cross-process step on CPUs failed. GPUs use NCCL.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         keras.distribution.initialize(coordinator, num_processes, process_id)
     except (RuntimeError, ValueError) as e:  # JAX already started, or a mismatch of addresses and counts

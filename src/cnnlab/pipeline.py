@@ -151,7 +151,7 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
                     set_seeds(network_config.seed)
                 model = build_model(network_config, len(data.class_names), steps_per_epoch(config, data),
                                     input_shape=data.image_shape)
-            if k == 0 and state and run.summary.is_file():  # a checkpoint's summary would add its optimizer's parameters
+            if k == 0 and state and run.summary.is_file():  # a checkpoint's would add its optimizer's parameters
                 print(run.summary.read_text(encoding="utf-8"), end="")
             elif k == 0:
                 summary = summary_text(model) + ("" if single else "\n" + ensemble_line(config))
