@@ -141,6 +141,19 @@ def test_more_devices_than_there_are_is_a_one_line_error(four_devices):
     assert not result["nine_exists"]
 
 
+def test_the_batch_is_global_and_rounded_to_a_multiple_of_the_devices():
+    from cnnlab.distribution import SINGLE, Parallel, global_batch, whole_rows
+
+    four = Parallel(devices=4)
+    assert global_batch(32, SINGLE) == (32, None)  # one device: as before, nothing said
+    assert global_batch(30, four) == (32, "Batch: --batch-size 30 rounded to 32, a multiple of the 4 devices; 32 images "
+                                          "per step across 4 devices (8 per device); the batch size is the global batch")
+    assert global_batch(1, four)[0] == 4  # at least one image per device
+    assert (whole_rows(1149, four), whole_rows(1149, SINGLE)) == (1148, 1149)
+    halves = Parallel(devices=4, processes=2, process=1)
+    assert list(halves.local_rows(list(range(8)))) == [4, 5, 6, 7]  # process 1 feeds the second half of each batch
+
+
 def test_a_bad_devices_value_is_a_one_line_error(capsys):
     from cnnlab.cli import main
 
