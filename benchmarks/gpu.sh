@@ -29,6 +29,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 step "$PY" benchmarks/train_speed.py --pairs 1 --epochs 3 --batch-size 128 --torch --bfloat16 \
   --also steps_per_execution=1 --also steps_per_execution=375 --also batch_size=512,precision=mixed_bfloat16,steps_per_execution=24 \
   --data-dir "$DATA" --json "$RESULTS/train_speed_b128.json"
+# --devices on this GPU (issue 18): the default path, --devices 1, --devices auto (all GPUs: on one, the default path)
+# and Keras's distribution code path on a one-device mesh, at batch 128 and in the 512-batch bfloat16 row above; on
+# one GPU every row must train as fast as the default.
+step "$PY" benchmarks/devices.py --pairs 1 --epochs 3 --limit-train 48000 --data-dir "$DATA" --json "$RESULTS/devices_b128.json"
+step "$PY" benchmarks/devices.py --pairs 1 --epochs 3 --limit-train 48000 --batch-size 512 --precision mixed_bfloat16 \
+  --steps-per-execution 24 --data-dir "$DATA" --json "$RESULTS/devices_b512_bf16.json"
 # Time to 99.0% MNIST test accuracy with `fast`: the first run compiles its steps, the second finds them in the cache.
 step "$PY" benchmarks/time_to_accuracy.py --pairs 1 --cnnlab-only --data-dir "$DATA" --json "$RESULTS/time_to_accuracy.json"
 step "$PY" benchmarks/time_to_accuracy.py --pairs 1 --cnnlab-only --data-dir "$DATA" --json "$RESULTS/time_to_accuracy_cached.json"

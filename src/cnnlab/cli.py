@@ -100,6 +100,8 @@ def add_training_options(p, output=True):
     g.add_argument("--jit-compile", choices=JIT_COMPILE, help="XLA compilation: auto (default: Keras's choice), true, false")
     g.add_argument("--validation-freq", type=int, metavar="N", help="validate every N epochs and after the last (1)")
     g.add_argument("--eval-batch-size", type=int, metavar="N", help="batch size of validation passes (1024)")
+    g.add_argument("--devices", metavar="auto|N", help="train data-parallel over N local devices (GPUs) or all "
+                   "(auto), with KERAS_BACKEND=jax; --batch-size stays the global batch (1)")
     g = p.add_argument_group("scoring")
     add_test_time_augmentation_option(g, "none; best: shift")
     if not output:
@@ -115,6 +117,12 @@ def add_training_options(p, output=True):
     g.add_argument("--mlflow", nargs="?", const="local", metavar="URI", help="log params, epoch metrics, test scores "
                    "and files to MLflow: alone, a SQLite store beside the runs (OUT/mlflow.db); or a tracking URI "
                    "(needs cnnlab[mlflow])")
+    g = p.add_argument_group("several machines (JAX; one process per machine, each started with the same flags)")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a free port (or Keras's "
+                   "KERAS_DISTRIBUTION_* variables, or JAX's JAX_COORDINATOR_ADDRESS under SLURM or Open MPI); only "
+                   "process 0 writes the run directory")
+    g.add_argument("--num-processes", type=int, metavar="N", help="processes in all")
+    g.add_argument("--process-id", type=int, metavar="K", help="this process, 0..N-1")
 
 
 def add_test_time_augmentation_option(p, default):
@@ -295,11 +303,11 @@ def training_config(args):
             raise CnnlabError(f"--resume continues {args.resume} in place, with its own settings; "
                               f"drop {', '.join(placed)}")
         given = {k: v for k, v in overrides.items() if v is not None}
-        # the same data may have moved to another folder; tracking changes nothing trained
-        changed = sorted(set(given) - {"epochs", "data_dir", "tensorboard", "mlflow"})
+        # the same data may have moved to another folder; tracking and devices change nothing trained
+        changed = sorted(set(given) - {"epochs", "data_dir", "devices", "tensorboard", "mlflow"})
         if changed:
-            raise CnnlabError(f"--resume continues a run with its own settings; only --epochs and --data-dir may "
-                              f"change, not {', '.join('--' + k.replace('_', '-') for k in changed)}")
+            raise CnnlabError(f"--resume continues a run with its own settings; only --epochs, --data-dir and "
+                              f"--devices may change, not {', '.join('--' + k.replace('_', '-') for k in changed)}")
         import_keras_quietly()  # the pipeline imports Keras
         from .pipeline import resume_config
 
@@ -311,6 +319,9 @@ def command_run(args):
     config = training_config(args)  # before Keras is imported: a bad flag costs no start-up time
     import_keras_quietly()
     from . import pipeline
+    from .distribution import initialize
+
+    initialize(args.coordinator, args.num_processes, args.process_id)  # several machines, when asked
 
     if args.command == "run":
         pipeline.run(config, args.out, args.name, args.resume)

@@ -93,6 +93,7 @@ class Config:
     jit_compile: str = "auto"  # XLA: auto (Keras's choice: on for GPUs and JAX), true or false
     validation_freq: int = 1  # validate every N epochs, and after the last one
     eval_batch_size: int = 1024  # batch size of validation passes
+    devices: str = "1"  # data-parallel training on JAX over N local devices, or auto (all); batch_size stays global
     # scoring
     test_time_augmentation: str = "none"  # flip: average over the image and its mirror; shift: and 1-pixel shifts
     ensemble: int = 1  # networks trained one after another (seeds seed, seed+1, ...); the model averages them
@@ -175,6 +176,8 @@ def _coerce(name, value):
             raise ConfigError(f"{name} must be a number, not {value!r}") from None
     if isinstance(value, bool):  # TOML's and JSON's true/false for a setting that also takes words (jit_compile)
         return str(value).lower()
+    if isinstance(value, int):  # a number for a setting that also takes words (devices)
+        return str(value)
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be text, not {value!r}")
     return value
@@ -291,6 +294,8 @@ def validate(config: Config) -> Config:
          f"jit_compile must be one of {', '.join(JIT_COMPILE)}, not {config.jit_compile!r}")
     need(config.validation_freq >= 1, f"validation_freq must be positive, not {config.validation_freq}")
     need(config.eval_batch_size >= 1, f"eval_batch_size must be positive, not {config.eval_batch_size}")
+    need(config.devices == "auto" or (config.devices.isdigit() and int(config.devices) >= 1),
+         f"devices must be auto (all local devices) or a number of devices of at least 1, not {config.devices!r}")
     need(config.test_time_augmentation in TEST_TIME_AUGMENTATIONS,
          f"test_time_augmentation must be one of {', '.join(TEST_TIME_AUGMENTATIONS)}, not {config.test_time_augmentation!r}")
     need(1 <= config.ensemble <= MAX_ENSEMBLE, f"ensemble must be in 1..{MAX_ENSEMBLE} networks, not {config.ensemble}")

@@ -8,6 +8,7 @@ The breakdowns (confusion matrix, per-class scores, confident mistakes) take lab
 import numpy as np
 from sklearn import metrics as sk_metrics
 
+from . import distribution
 from .data import as_float_images
 from .errors import CnnlabError
 from .feeding import model_input, to_model
@@ -52,7 +53,7 @@ def view_probabilities(model, images, batch_size=256, test_time_augmentation="no
     chunks = []
     for start in range(0, len(images), CHUNK):
         views = augmented_views(as_images(images[start:start + CHUNK], spec.shape), test_time_augmentation)
-        chunks.append([as_probabilities(model.predict(to_model(spec, view), batch_size=batch_size, verbose=0))
+        chunks.append([as_probabilities(distribution.predict(model, to_model(spec, view), batch_size))
                        for view in views])
     return [np.concatenate(view) for view in zip(*chunks)]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import environment, files, plots
+from . import distribution, environment, files, plots
 from .config import Config, make_config
 from .data import DIGIT_STYLE, Dataset, changes, load_dataset, short_name
 from .callbacks.mlflow import mlflow_run
@@ -110,12 +110,13 @@ def _run_directory(config: Config, out, name, resume):
     config as it is recorded and, for a new run, the data (found before the directory is made: a run without data
     leaves none)."""
     config = absolute_paths(config)
+    distribution.check_devices(config.devices)
     path = Path(resume) if resume else run_path(config, out, name)
     data = None if resume else load_data(config)
     if data is not None and not len(data.x_train):  # a run recorded by cnnlab.RunRecorder keeps its test set alone
         raise DataError(f"{data.source} holds a test set only (a recorded fit's); train on data with training images")
-    with files.exclusive(path):  # checked under the lock: a process that held it may have finished a run of this name
-        yield (RunDir(path) if resume else new_run_dir(path)), config, data
+    with distribution.private_folder(path) as path, files.exclusive(path):  # checked under the lock: a process that
+        yield (RunDir(path) if resume else new_run_dir(path)), config, data  # held it may have finished this run
 
 
 def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, tested, mlflow=None):
@@ -132,44 +133,49 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
         if states[-1]:  # the networks train in order: the last one's state says whether anything is left
             check_resumable(run, states[-1], config, tested)
         print(resume_note(run, states, config))
-    if not states[0]:
-        set_seeds(config.seed)
-    files.write_json(run.config, config.to_dict())  # from here on, a killed run can be resumed
-    if data is None:  # a resumed run's, loaded once it is known to have something left to do
-        data = load_data(config, run)
-    print(f"Data: {data.name} from {data.source}: " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) +
-          f"; {len(data.class_names)} classes, images {'x'.join(map(str, data.image_shape))}")
-    if not run.data.is_file():
-        files.write_json(run.data, data.describe())
-    note = recipe_note(config, data)
-    if note:
-        print(note)
-    results = []
-    for k, (network, state) in enumerate(zip(networks, states)):
-        network_config = dataclasses.replace(config, seed=config.seed + k)  # the same split, its own weights
-        if state:
-            model = load_checkpoint(network.path)
-        else:
-            if k:
-                set_seeds(network_config.seed)
-            model = build_model(network_config, len(data.class_names), steps_per_epoch(config, data),
-                                input_shape=data.image_shape)
-        if k == 0 and state and run.summary.is_file():  # a checkpoint's summary would add its optimizer's parameters
-            print(run.summary.read_text(encoding="utf-8"), end="")
-        elif k == 0:
-            summary = summary_text(model) + ("" if single else "\n" + ensemble_line(config))
-            print(summary)
-            files.write_text(run.summary, summary + "\n")
-        if not single:
-            print(f"Network {k + 1} of {config.ensemble} (seed {network_config.seed}): {network.path}")
-        try:
-            tracking = tracking_callbacks(config, network, data, mlflow, network=None if single else k + 1)
-            results.append(train(model, data, network_config, network.path, resume=bool(state), verbose=verbose,
-                                 callbacks=[*tracking, *callbacks]))
-        except TrainingInterrupted as e:  # resumed from the run directory, not from the network's own
-            if single:
-                raise
-            raise TrainingInterrupted(run.path, e.epochs_completed, network=(k + 1, config.ensemble)) from None
+    with distribution.data_parallel(config.devices) as parallel:  # one device: no distribution, as before
+        batch_size, batch_line = distribution.global_batch(config.batch_size, parallel)
+        config = dataclasses.replace(config, batch_size=batch_size)
+        if batch_line:
+            print(batch_line)
+        if not states[0]:
+            set_seeds(config.seed)
+        files.write_json(run.config, config.to_dict())  # from here on, a killed run can be resumed
+        if data is None:  # a resumed run's, loaded once it is known to have something left to do
+            data = load_data(config, run)
+        print(f"Data: {data.name} from {data.source}: " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) +
+              f"; {len(data.class_names)} classes, images {'x'.join(map(str, data.image_shape))}")
+        if not run.data.is_file():
+            files.write_json(run.data, data.describe())
+        note = recipe_note(config, data)
+        if note:
+            print(note)
+        results = []
+        for k, (network, state) in enumerate(zip(networks, states)):
+            network_config = dataclasses.replace(config, seed=config.seed + k)  # the same split, its own weights
+            if state:
+                model = load_checkpoint(network.path)
+            else:
+                if k:
+                    set_seeds(network_config.seed)
+                model = build_model(network_config, len(data.class_names), steps_per_epoch(config, data),
+                                    input_shape=data.image_shape)
+            if k == 0 and state and run.summary.is_file():  # a checkpoint's would add its optimizer's parameters
+                print(run.summary.read_text(encoding="utf-8"), end="")
+            elif k == 0:
+                summary = summary_text(model) + ("" if single else "\n" + ensemble_line(config))
+                print(summary)
+                files.write_text(run.summary, summary + "\n")
+            if not single:
+                print(f"Network {k + 1} of {config.ensemble} (seed {network_config.seed}): {network.path}")
+            try:
+                tracking = tracking_callbacks(config, network, data, mlflow, network=None if single else k + 1)
+                results.append(train(model, data, network_config, network.path, resume=bool(state), verbose=verbose,
+                                     callbacks=[*tracking, *callbacks]))
+            except TrainingInterrupted as e:  # resumed from the run directory, not from the network's own
+                if single:
+                    raise
+                raise TrainingInterrupted(run.path, e.epochs_completed, network=(k + 1, config.ensemble)) from None
     if single:
         best, history = load_model(run.best_model), results[0].history
     else:
@@ -199,7 +205,7 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
         "train_seconds": round(train_seconds, 2), "seconds_per_epoch": round(train_seconds / max(sum(epochs_run), 1), 2),
         "val_loss": validation["loss"], "val_accuracy": validation["accuracy"],
         "test_time_augmentation": config.test_time_augmentation,
-        **environment.describe(),
+        **environment.describe(), **parallel.describe(),
     }
     files.write_json(run.metrics, metrics)
     return run, best, data, metrics

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from . import environment, files
+from . import distribution, environment, files
 from .config import Config
 from .data import Dataset, keras_cache_dir
 from .errors import AlreadyComplete, CnnlabError, TrainingDiverged, TrainingInterrupted, resume_call
@@ -57,12 +57,14 @@ class EpochShuffle(keras.utils.PyDataset):
     (seed, epoch) alone, so that a resumed run gets the batches the uninterrupted run got.
 
     Batch i depends on i only: Keras prefetches across epoch ends, which state set per epoch would race with.
+    On several devices (`parallel`), batches are whole multiples of the device count and each process gets its share.
     """
 
-    def __init__(self, x, y, batch_size, seed, first_epoch, epochs):
+    def __init__(self, x, y, batch_size, seed, first_epoch, epochs, parallel=distribution.SINGLE):
         super().__init__()
         self.x, self.y, self.batch_size, self.seed, self.first_epoch = x, y, batch_size, seed, first_epoch
-        self.steps_per_epoch = math.ceil(len(x) / batch_size)
+        self.parallel, self.used = parallel, distribution.whole_rows(len(x), parallel)
+        self.steps_per_epoch = math.ceil(self.used / batch_size)
         self.epochs = epochs - first_epoch
         self._orders = {}
 
@@ -77,7 +79,8 @@ class EpochShuffle(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         epoch, step = divmod(index, self.steps_per_epoch)
-        rows = self.order(self.first_epoch + epoch)[step * self.batch_size:(step + 1) * self.batch_size]
+        rows = self.order(self.first_epoch + epoch)[step * self.batch_size:min((step + 1) * self.batch_size, self.used)]
+        rows = self.parallel.local_rows(rows)
         return self.x[rows], self.y[rows]
 
 
@@ -97,8 +100,11 @@ class OrderedBatches(keras.utils.PyDataset):
         return self.x[rows], self.y[rows]
 
 
-def validation_data(data: Dataset, batch_size):
-    """What fit validates on: the arrays, or a streamed dataset's batches."""
+def validation_data(data: Dataset, batch_size, parallel=distribution.SINGLE):
+    """What fit validates on: the arrays, or a streamed dataset's batches; on several devices, batches padded to
+    the device count (`distribution.PaddedBatches`)."""
+    if parallel.devices > 1:
+        return {"validation_data": distribution.PaddedBatches(data.x_val, data.y_val, batch_size, parallel)}
     if isinstance(data.x_val, np.ndarray):
         return {"validation_data": (data.x_val, data.y_val), "validation_batch_size": batch_size}
     return {"validation_data": OrderedBatches(data.x_val, data.y_val, batch_size)}
@@ -254,7 +260,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 def steps_per_epoch(config: Config, data: Dataset) -> int:
-    return math.ceil(len(data.x_train) / config.batch_size)
+    """Under the distribution in effect, as EpochShuffle counts them."""
+    return math.ceil(distribution.whole_rows(len(data.x_train), distribution.current()) / config.batch_size)
 
 
 def execution_steps(wanted, steps_per_epoch) -> int:
@@ -284,17 +291,25 @@ def scanned_train_function(model, steps):
         state, logs = jax.lax.scan(step, state, batches)
         return jax.tree.map(lambda values: values[-1], logs), state  # metrics are running means: the last is right
 
-    many_steps = jax.jit(run_steps, donate_argnums=0)
-    one_step = jax.jit(model.train_step, donate_argnums=0)
+    compiled = {}
+
+    def jitted(function, state):
+        """`function` compiled, on its first call; under a distribution, the state it returns keeps the shardings
+        it came with (replicated weights), as Keras's own step does."""
+        if function not in compiled:
+            shardings = None if keras.distribution.distribution() is None else \
+                (None, jax.tree.map(lambda value: value.sharding, state))
+            compiled[function] = jax.jit(function, donate_argnums=0, out_shardings=shardings)
+        return compiled[function]
 
     def train_function(state, iterator):
         batches = list(itertools.islice(iterator, steps))
         if not batches:
             raise StopIteration  # the end of the data, as Keras's own train function signals it
         if len(batches) == steps and len({tuple(x.shape for x in jax.tree.leaves(b)) for b in batches}) == 1:
-            return many_steps(state, jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches))
+            return jitted(run_steps, state)(state, jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches))
         for batch in batches:
-            logs, state = one_step(state, batch)
+            logs, state = jitted(model.train_step, state)(state, batch)
         return logs, state
 
     return train_function
@@ -335,10 +350,9 @@ def scan_contract_warning() -> str | None:
 
 
 def use_scanned_steps(model) -> bool:
-    """Where the scan applies: JAX, compiled, several steps per call, one device (a distribution shards the data),
-    and a Keras whose trainer calls train_function as the scan expects (else a warning, and Keras's own loop)."""
-    if not (keras.backend.backend() == "jax" and model.steps_per_execution > 1 and bool(model.jit_compile)
-            and keras.distribution.distribution() is None):
+    """Where the scan applies: JAX, compiled, several steps per call (on one device or several), and a Keras whose
+    trainer calls train_function as the scan expects (else a warning, and Keras's own loop)."""
+    if not (keras.backend.backend() == "jax" and model.steps_per_execution > 1 and bool(model.jit_compile)):
         return False
     warning = scan_contract_warning()
     if warning:
@@ -422,8 +436,12 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
         resume_state=state, best_weights=best_weights, monitor=config.monitor, patience=config.patience,
         min_delta=config.min_delta, restore_best_weights=config.restore_best_weights, verbose=0)
     recorder = EpochRecorder(run, config, state, early_stopping)
+    parallel = distribution.current()
     batches = EpochShuffle(data.x_train, data.y_train, config.batch_size, config.seed, state["epochs_completed"],
-                           config.epochs)
+                           config.epochs, parallel)
+    validation = validation_data(data, config.eval_batch_size, parallel)
+    # on several devices: first, so that early stopping and the history read the means over the images themselves
+    first = [validation["validation_data"].means_correction()] if parallel.devices > 1 else []
 
     model.steps_per_execution = execution_steps(config.steps_per_execution, batches.steps_per_epoch)
     cache_compilations()
@@ -437,9 +455,8 @@ def train(model, data: Dataset, config: Config, run_dir, resume=False, verbose=N
     try:
         model.fit(
             batches, steps_per_epoch=batches.steps_per_epoch, shuffle=False,  # EpochShuffle shuffles
-            **validation_data(data, config.eval_batch_size),
-            validation_freq=validation_epochs(config), epochs=config.epochs, initial_epoch=state["epochs_completed"],
-            callbacks=[early_stopping, recorder, *callbacks],
+            **validation, validation_freq=validation_epochs(config), epochs=config.epochs,
+            initial_epoch=state["epochs_completed"], callbacks=[*first, early_stopping, recorder, *callbacks],
             verbose=verbose if verbose is not None else (1 if environment.live_output() else 2),
         )
     except KeyboardInterrupt:
