@@ -146,7 +146,7 @@ def test_the_batch_is_global_and_rounded_to_a_multiple_of_the_devices():
 
     four = Parallel(devices=4)
     assert global_batch(32, SINGLE) == (32, None)  # one device: as before, nothing said
-    assert global_batch(30, four) == (32, "Batch: --batch-size 30 rounded to 32, a multiple of the 4 devices; 32 images "
+    assert global_batch(30, four) == (32, "Batch: the batch size 30 is rounded to 32, a multiple of the 4 devices; 32 images "
                                           "per step across 4 devices (8 per device); the batch size is the global batch")
     assert global_batch(1, four)[0] == 4  # at least one image per device
     assert (whole_rows(1149, four), whole_rows(1149, SINGLE)) == (1148, 1149)

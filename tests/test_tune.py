@@ -88,14 +88,14 @@ def test_an_interrupted_study_continues_to_n_trials_in_all(study, capsys, monkey
     assert main(["tune", "--out", str(out), "--trials", "3", "--dataset", "digits"]) == 0  # it has 3: nothing to do
     assert len(optuna.load_study(study_name=out.name, storage=storage(out)).trials) == 3
     assert main(["tune", "--out", str(out), "--trials", "3", "--epochs", "3"]) == 2
-    assert "searches with epochs=2" in capsys.readouterr().err
+    assert "searches with --epochs 2" in capsys.readouterr().err
 
     def ctrl_c(config, out, name, **kwargs):  # what training raises on Ctrl-C
         raise TrainingInterrupted(out / name, 0)
 
     monkeypatch.setattr("cnnlab.tune.study.train_run", ctrl_c)
     assert main(["tune", "--out", str(out), "--trials", "4"]) == 130
-    assert f"continue the study with: cnnlab tune --out {out} --trials 4" in capsys.readouterr().err
+    assert f"continue the study by running tune again with --out {out} and --trials 4" in capsys.readouterr().err
     monkeypatch.undo()
     result = tune(trials=4, out=out)  # its own settings and space, from the storage
     trials = optuna.load_study(study_name=out.name, storage=storage(out)).trials

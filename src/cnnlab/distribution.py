@@ -71,7 +71,7 @@ def check_devices(devices: str):
     """A one-line error, before any data is read or folder made, for several devices on a backend without
     keras.distribution, or for more devices than there are."""
     if devices != "1" and keras.backend.backend() != "jax":
-        raise ConfigError(f"--devices {devices}: {JAX_ONLY}")
+        raise ConfigError(f"devices={devices!r}: {JAX_ONLY}")
     if devices != "1":
         _mesh_devices(devices)
 
@@ -88,13 +88,13 @@ def initialize(coordinator=None, num_processes=None, process_id=None):
     if not (asked or any(map(os.environ.get, CLUSTER_VARIABLES))):
         return
     if keras.backend.backend() != "jax":
-        raise ConfigError(f"--coordinator: {JAX_ONLY}")
+        raise ConfigError(f"coordinator=: {JAX_ONLY}")
     if num_processes is not None and num_processes < 1:
-        raise ConfigError(f"--num-processes must be at least 1, not {num_processes}")
+        raise ConfigError(f"num_processes= must be at least 1, not {num_processes}")
     if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
-        raise ConfigError(f"--process-id must be in 0..{num_processes - 1} (one per process), not {process_id}")
+        raise ConfigError(f"process_id= must be in 0..{num_processes - 1} (one per process), not {process_id}")
     if coordinator is not None and not _is_address(coordinator):
-        raise ConfigError(f"--coordinator must be HOST:PORT (process 0's address, e.g. 10.0.0.1:1234), not "
+        raise ConfigError(f"coordinator= must be HOST:PORT (process 0's address, e.g. 10.0.0.1:1234), not "
                           f"{coordinator!r}")
     import jax
 
@@ -118,8 +118,8 @@ def _mesh_devices(devices: str):
     local = jax.local_devices()
     wanted = len(local) if devices == "auto" else int(devices)
     if wanted > len(local):
-        raise ConfigError(f"--devices {devices}: this process sees {len(local)} {local[0].platform.upper()} "
-                          f"device{'s' * (len(local) != 1)}; use --devices auto or at most {len(local)}")
+        raise ConfigError(f"devices={devices!r}: this process sees {len(local)} {local[0].platform.upper()} "
+                          f"device{'s' * (len(local) != 1)}; use devices='auto' or at most {len(local)}")
     by_process = {}
     for device in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
         by_process.setdefault(device.process_index, []).append(device)
@@ -159,7 +159,7 @@ def global_batch(batch_size, parallel: Parallel) -> tuple[int, str | None]:
     rounded = max(parallel.devices, parallel.devices * round(batch_size / parallel.devices))
     shown = f"{rounded} images per step across {parallel.devices} devices ({rounded // parallel.devices} per device)"
     if rounded != batch_size:
-        return rounded, (f"Batch: --batch-size {batch_size} rounded to {rounded}, a multiple of the {parallel.devices} "
+        return rounded, (f"Batch: the batch size {batch_size} is rounded to {rounded}, a multiple of the {parallel.devices} "
                          f"devices; {shown}; the batch size is the global batch")
     return rounded, f"Batch: {shown}; the batch size is the global batch"
 

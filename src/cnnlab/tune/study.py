@@ -54,8 +54,8 @@ class TuneInterrupted(TrainingInterrupted):
         self.out, self.trials = out, trials
 
     def __str__(self):
-        return (f"tuning interrupted; the finished trials are kept in {self.out}; continue the study with: "
-                f"cnnlab tune --out {self.out} --trials {self.trials}")
+        return (f"tuning interrupted; the finished trials are kept in {self.out}; continue the study by running tune "
+                f"again with out={str(self.out)!r} and trials={self.trials}")
 
 
 @dataclass
@@ -83,14 +83,14 @@ def tune(trials, out=None, workers=1, storage=None, space=None, pruner=None, sta
     `startup_trials` trials.
     """
     if not (isinstance(trials, int) and trials >= 1):
-        raise ConfigError(f"--trials must be a whole number of at least 1, not {trials!r}")
+        raise ConfigError(f"trials= must be a whole number of at least 1, not {trials!r}")
     if not 1 <= workers <= 64:
-        raise ConfigError(f"--workers must be in 1..64 processes, not {workers}")
+        raise ConfigError(f"workers= must be in 1..64 processes, not {workers}")
     if isinstance(pruner, str) and pruner not in PRUNERS:
-        raise ConfigError(f"--pruner must be one of {', '.join(PRUNERS)}, not {pruner!r}")
+        raise ConfigError(f"pruner= must be one of {', '.join(PRUNERS)}, not {pruner!r}")
     given = {key: value for key, value in settings.items() if value is not None}
     base = absolute_paths(make_config(file=config_file, **given))
-    where = f"--space {space}" if isinstance(space, (str, Path)) else "the search space"
+    where = f"space={str(space)!r}" if isinstance(space, (str, Path)) else "the search space"
     values = spaces.read_space(space) if isinstance(space, (str, Path)) else space
     if values is not None:  # before anything is written
         spaces.check_space(values, base, known_image_size(base), where)
@@ -129,7 +129,7 @@ def _open_study(out, url) -> "optuna.Study":
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
                                                  grace_period=GRACE_SECONDS)
     except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
-        raise CnnlabError(f"--storage {url}: cannot open it ({str(e).splitlines()[0]}); give a database URL Optuna "
+        raise CnnlabError(f"storage={url!r}: cannot open it ({str(e).splitlines()[0]}); give a database URL Optuna "
                           f"accepts, such as sqlite:///study.db or postgresql://user:password@host/database") from None
     return optuna.create_study(storage=storage, study_name=Path(out).resolve().name, direction="maximize",
                                load_if_exists=True)
@@ -151,11 +151,11 @@ def _continued(stored, base: Config, given, values, where, out):
     differ = [k for k, v in wanted.to_dict().items() if k != "data_dir" and v != recorded.to_dict()[k]]
     if differ:
         was = ", ".join(f"{k}={recorded.to_dict()[k]}" for k in differ)
-        raise ConfigError(f"the study in {out} searches with {was}; continue it without those flags, or start "
-                          f"another --out folder")
+        raise ConfigError(f"the study in {out} searches with {was}; continue it without those flags, or give "
+                          f"another out= folder")
     if values is not None and spaces.check_space(values, recorded, where=where) != stored["space"]:
         raise ConfigError(f"the study in {out} searches another space ({out / 'space.json'}); continue it without "
-                          f"--space, or start another --out folder")
+                          f"space=, or give another out= folder")
     return dataclasses.replace(recorded, data_dir=wanted.data_dir), stored["space"]
 
 
@@ -251,7 +251,7 @@ def _run_workers(out, url, trials, workers):
     failed = [(k, code) for k, code in enumerate(codes) if code]
     if failed:
         raise CnnlabError(f"worker {failed[0][0]} stopped with exit status {failed[0][1]} (its error is above); the "
-                          f"finished trials are kept: continue with cnnlab tune --out {out} --trials {trials}")
+                          f"finished trials are kept: continue by running tune again with out={str(out)!r} and trials={trials}")
 
 
 def finish(study, out, base: Config) -> TuneResult:
@@ -264,7 +264,7 @@ def finish(study, out, base: Config) -> TuneResult:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise CnnlabError(f"no trial of the study in {out} completed ({summary}); page: {written}; run more trials, "
-                          f"or use --pruner none")
+                          f"or pruner='none'")
     best = study.best_trial
     stored = study.user_attrs[ATTRIBUTE]
     params = {**spaces.fixed(stored["space"]), **best.params}
@@ -273,6 +273,6 @@ def finish(study, out, base: Config) -> TuneResult:
     files.write_json(best_config, config.to_dict())
     print(f"Best: trial {best.number}, {OBJECTIVE} {best.value:.2%}: " +
           ", ".join(f"{k}={page.shown(v)}" for k, v in best.params.items()))
-    print(f"Best settings: {best_config} (train with them: cnnlab run --config {best_config})")
+    print(f"Best settings: {best_config} (a config file, for run)")
     print(f"Page: {written}")
     return TuneResult(out, study, best.value, best.params, best_config, written, counts)
