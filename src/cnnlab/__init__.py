@@ -16,6 +16,7 @@ _EXPORTS = {
     "data": ["Dataset", "load_dataset", "read_idx"],
     "errors": ["CnnlabError"],
     "evaluation": ["evaluate", "predict"],
+    "explain": ["attributions"],
     "inspection": ["conv_layers", "feature_maps", "filter_images", "load_model", "untrained_kernel"],
     "model": ["build_model", "summary_text"],
     "pipeline": ["evaluate_model", "inspect_model", "resume_config", "run", "train_run"],

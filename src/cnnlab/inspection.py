@@ -219,9 +219,14 @@ def untrained_kernel(layer, seed=0):
     """The same layer's kernel freshly drawn from its own initializer (seeded, when it is random): the kind of
     weights training starts from, so that the figure shows what training changed."""
     kernel, initializer = kernel_and_initializer(layer)
+    return _as_filters(fresh_weights(initializer, kernel.shape, seed), layer)
+
+
+def fresh_weights(initializer, shape, seed=0) -> np.ndarray:
+    """Weights of `shape` drawn anew from `initializer` (with `seed`, when it is random)."""
     settings = initializer.get_config()
     fresh = initializer.__class__.from_config({**settings, "seed": seed} if "seed" in settings else settings)
-    return _as_filters(keras.ops.convert_to_numpy(fresh(shape=tuple(kernel.shape))), layer)
+    return keras.ops.convert_to_numpy(fresh(shape=tuple(shape)))
 
 
 def feature_map_model(model, include_pooling=False):
