@@ -13,6 +13,7 @@ import inspect
 
 import numpy as np
 
+from ..config import ATTRIBUTION_METHODS
 from ..errors import ConfigError, ImageError
 from ..feeding import model_input
 from .cam import gradcam, gradcam_plus_plus, scorecam
@@ -21,11 +22,12 @@ from .occlusion import occlusion
 from .saliency import gradients, smoothgrad
 from .scores import chunk_size, in_chunks, model_images
 
-METHODS = {"gradcam": gradcam, "gradcam++": gradcam_plus_plus, "scorecam": scorecam, "saliency": gradients,
-           "smoothgrad": smoothgrad, "integrated_gradients": integrated_gradients, "occlusion": occlusion}
+METHODS = dict(zip(ATTRIBUTION_METHODS, (gradcam, gradcam_plus_plus, scorecam, gradients, smoothgrad,
+                                         integrated_gradients, occlusion)))
 NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM", "saliency": "saliency",
          "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated Gradients", "occlusion": "occlusion"}
 INPUT_SHAPED = ("saliency", "smoothgrad", "integrated_gradients")
+NEEDS_CONV = ("gradcam", "gradcam++", "scorecam")  # they weigh the last conv layer's maps
 
 
 def method_options(method) -> list:

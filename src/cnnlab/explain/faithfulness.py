@@ -14,12 +14,14 @@ detector would pass for it). Randomised all at once, or cascading from the outpu
     sanity_check(model, images, "saliency", classes)                           # [("all layers", 0.08)]
 """
 
+import time
+
 import keras
 import numpy as np
 
 from ..graph import leaf_layers
 from ..inspection import fresh_weights, network
-from .attributions import attributions, pixel_heat
+from .attributions import NAMES, attributions, pixel_heat
 from .integrated_gradients import baseline_images
 from .scores import class_probabilities
 
@@ -93,7 +95,7 @@ def rank_correlation(a, b) -> np.ndarray:
     return np.where(scale > 0, (a * b).sum(axis=1) / np.where(scale > 0, scale, 1), 0.0)
 
 
-def sanity_check(model, images, method, classes, cascading=False, seed=0, **options) -> list:
+def sanity_check(model, images, method, classes, cascading=False, seed=0, heat=None, **options) -> list:
     """[(what was randomised, mean rank correlation of the magnitudes of the trained and randomised models' maps)],
     for each image's class as the trained model has it: one row for all layers at once, or with `cascading` one per
     step from the output layer down (the last: all layers)."""
@@ -107,3 +109,29 @@ def sanity_check(model, images, method, classes, cascading=False, seed=0, **opti
         label = "all layers" if top in (None, len(names)) else f"{names[-top]} and above"
         rows.append((label, float(rank_correlation(heat, random_heat).mean())))
     return rows
+
+
+def compare_methods(model, images, classes, methods, options=None, steps=STEPS, sanity=False) -> dict:
+    """Each method's maps of `images` for `classes`, with its time per image, its deletion and insertion curves
+    (each image's, (N, steps + 1)) and areas (their means), and with `sanity` its rank correlation with the
+    maps of the model with all weights randomised. `options`: {method: its options}. The key "random" is the
+    reference ranking (no maps)."""
+    options = options or {}
+    results = {}
+    for method in [*methods, "random"]:
+        started = time.perf_counter()
+        if method == "random":
+            maps, heat = None, random_heats(np.shape(images)[:3])
+        else:
+            maps = attributions(model, images, method, classes, **options.get(method, {}))
+            heat = pixel_heat(maps, method)
+        seconds = (time.perf_counter() - started) / len(images)
+        deletion, insertion = deletion_insertion(model, images, heat, classes, steps)
+        results[method] = {"name": NAMES.get(method, method), "maps": maps, "heat": heat,
+                           "seconds_per_image": seconds, "deletion": deletion, "insertion": insertion,
+                           "deletion_area": float(area(deletion).mean()),
+                           "insertion_area": float(area(insertion).mean())}
+        if sanity and method != "random":
+            results[method]["sanity"] = sanity_check(model, images, method, classes, heat=heat,
+                                                     **options.get(method, {}))[0][1]
+    return results
