@@ -7,7 +7,8 @@ Peers, in one process on one model, taking turns (A B C A B C): each method with
 image per call (how cnnlab computed Grad-CAM and saliency before: a GradientTape per image); compiled
 (tf.function / jax.jit, once per model), one image per call (the web app's /api/explain); compiled, all images in
 one call. Beside them, in a child process, main's own `grad_cam` and `saliency` (--before SRC, the source tree of
-before the change). Then the report's added time: its two new sections on this model. Without --model a seed model
+before the change). Then the report's added time: its sections of attributions on this model, and a whole
+`report_for_model` of the tree before and of this one, in fresh processes, taking turns. Without --model a seed model
 is trained on --train-images images for --epochs epochs (the figures of trust need a trained model; speed does not).
 """
 
@@ -46,6 +47,18 @@ print(json.dumps(result))
 """
 
 
+REPORT_CHILD = r"""
+import sys, time
+from cnnlab.data import load_dataset
+from cnnlab.inspection import load_model
+from cnnlab.report import report_for_model
+model, data = load_model(sys.argv[1]), load_dataset(sys.argv[2], sys.argv[3] or None)
+started = time.perf_counter()
+report_for_model(model, data, sys.argv[4], sys.argv[1])
+print(time.perf_counter() - started)
+"""
+
+
 def eager_gradient_function(model, target, wrt=0):
     """The compiled `gradient_function`'s contract, run eagerly with `gradient` (a tape per call): the peer."""
     from keras import ops
@@ -67,6 +80,15 @@ def eager_gradient_function(model, target, wrt=0):
         return outputs, grads
 
     return run
+
+
+def child(tree, code, *arguments):
+    """The last line a Python child with `tree` as its cnnlab prints."""
+    done = subprocess.run([PYTHON, "-c", code, *arguments], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": tree})
+    if done.returncode:
+        sys.exit(done.stderr[-2000:])
+    return done.stdout.strip().splitlines()[-1]
 
 
 def trained_seed_model(dataset, data, train_images, epochs):
@@ -133,19 +155,22 @@ def measure(dataset, args):
         for key, fn in ways.items():
             seconds[key].append(best_seconds(lambda: with_gradients(key[1], fn), 1))
 
-    before = {}
+    before, whole_report = {}, {}
     if args.before:
         with tempfile.TemporaryDirectory() as tmp:
             model_path = given or str(Path(tmp) / "model.keras")
             if not given:
                 model.save(model_path)
             np.save(Path(tmp) / "images.npy", images), np.save(Path(tmp) / "classes.npy", classes)
-            done = subprocess.run([PYTHON, "-c", BEFORE_CHILD, model_path, str(Path(tmp) / "images.npy"),
-                                   str(Path(tmp) / "classes.npy"), str(args.rounds)], capture_output=True, text=True,
-                                  env={**os.environ, "PYTHONPATH": args.before})
-            if done.returncode:
-                sys.exit(done.stderr[-2000:])
-            before = json.loads(done.stdout.strip().splitlines()[-1])
+            before = json.loads(child(args.before, BEFORE_CHILD, model_path, str(Path(tmp) / "images.npy"),
+                                      str(Path(tmp) / "classes.npy"), str(args.rounds)))
+            trees = {"before": args.before, "after": str(Path(__file__).resolve().parents[1] / "src")}
+            whole_report = {name: [] for name in trees}
+            for _ in range(args.rounds):  # a whole report, each tree in a fresh process, taking turns
+                for name, tree in trees.items():
+                    whole_report[name].append(float(child(tree, REPORT_CHILD, model_path, dataset,
+                                                          args.data_dir if dataset == "mnist" else "",
+                                                          str(Path(tmp) / f"{name}.html"))))
 
     rows = []
     for method in [*methods, "random"]:
@@ -173,11 +198,12 @@ def measure(dataset, args):
                       lambda: attributions_section(model, data, probabilities, mistakes)),
                      ("which explanation to trust section (8 images, with randomised model)",
                       lambda: trust_section(model, data, probabilities))):
-        fn()  # the report runs in a process that has compiled nothing yet; compilation is timed apart
-        report[name] = best_seconds(fn, args.rounds)
+        first = best_seconds(fn, 1)  # what a report pays: tracing and compiling too (but Keras's own predict)
+        report[name] = {"first_call_s": first, "again_s": best_seconds(fn, args.rounds)}
     return {"dataset": dataset, "model": given or f"seed, trained on {args.train_images} images x {args.epochs} "
             f"epochs", "test_accuracy_first_2000": accuracy, "images": len(images), "rows": rows,
-            "report_seconds": report, "report_options": report_options(data.image_shape)}
+            "report_seconds": report, "whole_report_seconds": whole_report,
+            "report_options": report_options(data.image_shape)}
 
 
 def main(argv=None):
@@ -207,7 +233,9 @@ def main(argv=None):
         print_table(result["rows"], columns, f"{dataset}: {result['model']}, test accuracy "
                     f"{result['test_accuracy_first_2000']:.1%}; ms per image (best of {args.rounds})")
         for what, seconds in result["report_seconds"].items():
-            print(f"  report, {what}: {seconds:.2f} s")
+            print(f"  report, {what}: {seconds['first_call_s']:.2f} s first, {seconds['again_s']:.2f} s again")
+        for tree, seconds in result["whole_report_seconds"].items():
+            print(f"  whole report_for_model, {tree}: " + ", ".join(f"{s:.1f}" for s in seconds) + " s")
     write_json(args.json, {"machine": machine(), "results": results})
 
 

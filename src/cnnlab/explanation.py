@@ -45,8 +45,8 @@ def explain_input(model, image, out_stem, methods, class_index=None, class_names
         "probability": float(probabilities[explained]), "true_class": true_class, "maps": paths[1].name,
         "figure": paths[0].name, "deletion_insertion_steps": STEPS,
         "methods": {m: {"name": results[m]["name"], "map_shape": list(results[m]["maps"].shape[1:]),
-                        "options": {k: v for k, v in options.get(m, {}).items() if k in method_options(m)
-                                    and isinstance(v, (int, float, str))},
+                        "options": {k: v if isinstance(v, (int, float, str)) else "an image"
+                                    for k, v in options.get(m, {}).items() if k in method_options(m)},
                         "seconds": round(results[m]["seconds_per_image"], 4),
                         "deletion_area": results[m]["deletion_area"], "insertion_area": results[m]["insertion_area"]}
                     for m in methods},

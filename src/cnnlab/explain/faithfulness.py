@@ -14,6 +14,7 @@ detector would pass for it). Randomised all at once, or cascading from the outpu
     sanity_check(model, images, "saliency", classes)                           # [("all layers", 0.08)]
 """
 
+import functools
 import time
 
 import keras
@@ -64,9 +65,11 @@ def random_heats(shape, seed=0):
     return np.random.default_rng(seed).random(shape)
 
 
+@functools.lru_cache(maxsize=8)
 def randomised(model, layers=None, seed=0) -> keras.Model:
     """A copy of the explained network (an ensemble's first member) with the weights of its top `layers` layers
-    that have weights (None: all of them) drawn again from their initialisers; the model itself is not changed."""
+    that have weights (None: all of them) drawn again from their initialisers; the model itself is not changed.
+    One copy per (model, layers, seed), kept: every method is checked against the same one, compiled once."""
     net = network(model)
     copy = keras.models.clone_model(net)
     copy.set_weights(net.get_weights())
