@@ -194,7 +194,7 @@ def measure(dataset, args):
     for name, fn in (("Grad-CAM and saliency section (16 + 8 images)",
                       lambda: (explain_images(model, data.x_test[:16], probabilities[:16].argmax(1), "sample"),
                                explain_images(model, data.x_test[mistakes], probabilities[mistakes].argmax(1), "m"))),
-                     ("attribution methods section (1 + 8 images, every method)",
+                     ("attribution methods section (1 + 4 images, every method)",
                       lambda: attributions_section(model, data, probabilities, mistakes)),
                      ("which explanation to trust section (8 images, with randomised model)",
                       lambda: trust_section(model, data, probabilities))):

@@ -22,7 +22,7 @@ from .errors import CnnlabError
 from .evaluation import (confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, scores, top_k,
                          view_probabilities)
 from .explain import attributions, pixel_heat
-from .explain.attributions import NEEDS_CONV
+from .explain.attributions import NAMES, NEEDS_CONV
 from .explain.faithfulness import STEPS, compare_methods
 from .explain.scores import normalise
 from .feeding import model_input, to_model
@@ -48,6 +48,7 @@ SECTIONS = (  # (id, heading): the page's sections, top to bottom
     ("attributions", "Attribution methods"),
     ("trust", "Which explanation to trust"),
 )
+ATTRIBUTION_MISTAKES = 4  # confident mistakes explained by every method (a row of 8 figures each)
 TRUST_IMAGES = 8  # first test images the faithfulness scores and the sanity check average over
 REQUIRED_METRICS = ("val_loss", "val_accuracy", "best_epoch", "epochs_run", "stop_reason")
 REQUIRED_HISTORY = ("loss", "accuracy")
@@ -182,16 +183,17 @@ def report_methods(model) -> list:
 
 
 def attributions_section(model, data: Dataset, probabilities, mistakes) -> dict:
-    """Every method's map of the first test image and of each confident mistake, for the predicted class."""
-    indices = np.array([0, *mistakes[:MISTAKES]], int)
+    """Every method's map of the first test image and of the most confident mistakes, for the predicted class."""
+    indices = np.array([0, *mistakes[:ATTRIBUTION_MISTAKES]], int)
     predicted = probabilities[indices].argmax(axis=1)
     images = data.x_test[indices]
     print(f"  every attribution method on {len(indices)} image(s)", flush=True)
-    results = compare_methods(model, images, predicted, report_methods(model), report_options(data.image_shape))
+    options = report_options(data.image_shape)
+    heats = {NAMES[m]: pixel_heat(attributions(model, images, m, predicted, **options.get(m, {})), m)
+             for m in report_methods(model)}
     titles = [f"#{i}: {data.class_names[p]} {probabilities[i, p]:.0%}\ntrue: {data.class_names[data.y_test[i]]}"
               for i, p in zip(indices, predicted)]
-    figure = plots.attribution_grid(images, {r["name"]: r["heat"] for m, r in results.items() if m != "random"},
-                                    titles, predicted != data.y_test[indices], style=data.style)
+    figure = plots.attribution_grid(images, heats, titles, predicted != data.y_test[indices], style=data.style)
     return {"figure": figure_uri(figure), "mistakes": len(indices) - 1}
 
 
