@@ -19,6 +19,7 @@ _EXPORTS = {
     "evaluation": ["evaluate", "predict"],
     "export": ["export_model"],
     "explain.maximize": ["maximize"],
+    "explain": ["attributions"],
     "inspection": ["conv_layers", "feature_maps", "filter_images", "load_model", "untrained_kernel"],
     "model": ["build_model", "summary_text"],
     "pipeline": ["evaluate_model", "inspect_model", "resume_config", "run", "train_run"],

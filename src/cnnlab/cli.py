@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the useful output
 
-from .config import (COLOR_MODES, DATASETS, FIELDS, JIT_COMPILE, LR_SCHEDULES,  # noqa: E402  (light imports only)
+from .config import (ATTRIBUTION_METHODS, COLOR_MODES, DATASETS, FIELDS, JIT_COMPILE, LR_SCHEDULES,  # noqa: E402  (light imports only)
                      PRECISIONS, RECIPES, TEST_TIME_AUGMENTATIONS)
 from .errors import AlreadyComplete, CnnlabError, DataError, TrainingInterrupted  # noqa: E402
 
@@ -200,6 +200,29 @@ def build_parser():
     p.add_argument("--maximize", action="store_true", help="also draw the input each conv filter, and each class of "
                    "the output layer, responds to most (activation maximisation), trained beside untrained")
     p.add_argument("--maximize-steps", type=int, default=128, metavar="N", help="steps of gradient ascent (128)")
+
+    p = sub.add_parser("explain", help="attribution maps of one input by every method, and how far to trust each",
+                       description="Explain one input's class by attribution methods side by side (Grad-CAM, "
+                       "Grad-CAM++, Score-CAM, saliency, SmoothGrad, Integrated Gradients, occlusion): a figure of the "
+                       "maps over the input, the maps as an .npz and a JSON of each method's time and its deletion and "
+                       "insertion areas (how fast the class probability falls as the pixels it ranks first are "
+                       "removed, and rises as they are added).")
+    add_model_options(p, "explain")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--index", type=int, default=0, metavar="N", help="test image to explain (0)")
+    source.add_argument("--image", metavar="FILE", help="explain your own image instead (made MNIST-like first for "
+                        "a digit-style model, else resized to the model's input)")
+    p.add_argument("--no-preprocess", action="store_true", help="--image is already MNIST-style: only resize it")
+    p.add_argument("--method", default="all", metavar="M[,M...]|all",
+                   help=f"{', '.join(ATTRIBUTION_METHODS)}, several joined by commas, or all (default)")
+    p.add_argument("--class", dest="class_index", type=int, metavar="C", help="class index to explain (default: "
+                   "the predicted one)")
+    g = p.add_argument_group("method options")
+    g.add_argument("--steps", type=int, metavar="N", help="integrated_gradients: steps along the path (64)")
+    g.add_argument("--baseline", metavar="black|blur|FILE", help="integrated_gradients: the image the path starts "
+                   "from: black (default), the input blurred, or an image file")
+    g.add_argument("--patch", type=int, metavar="P", help="occlusion: side of the square covered (a 7th of the image)")
+    g.add_argument("--stride", type=int, metavar="S", help="occlusion: pixels between squares (half a patch)")
 
     p = sub.add_parser("report", help="one self-contained HTML page about a run or a saved model",
                        description="Build report.html: run summary, scores, learning curves, confusion matrix, "
@@ -485,6 +508,74 @@ def command_inspect(args):
     print("\n".join(str(p) for p in written))
 
 
+METHOD_FLAGS = {"steps": "integrated_gradients", "baseline": "integrated_gradients", "patch": "occlusion",
+                "stride": "occlusion"}
+
+
+def explain_methods(args) -> list:
+    """The methods --method names, checked with the method flags before Keras is imported."""
+    methods = list(ATTRIBUTION_METHODS) if args.method == "all" else args.method.split(",")
+    unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
+    if unknown or not methods:
+        raise CnnlabError(f"--method must be all or one or more of {', '.join(ATTRIBUTION_METHODS)} joined by "
+                          f"commas, not {args.method!r}")
+    for flag, method in METHOD_FLAGS.items():
+        if getattr(args, flag) is not None and method not in methods:
+            raise CnnlabError(f"--{flag} is an option of {method}, which --method {args.method} does not include")
+    for flag in ("steps", "patch", "stride"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise CnnlabError(f"--{flag} must be at least 1, not {getattr(args, flag)}")
+    return methods
+
+
+def command_explain(args):
+    from . import files
+    from .explain.attributions import NEEDS_CONV
+    from .explanation import explain_input
+    from .inspection import check_image_model, conv_layers, load_model
+    from .prediction import class_names_for, style_for
+
+    methods = explain_methods(args)
+    model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model,
+                              looked_inside=False)
+    out = files.check_writable(figures_folder(args))
+    if not conv_layers(model):
+        methods = [m for m in methods if m not in NEEDS_CONV]
+        if not methods:
+            raise CnnlabError(f"{args.model}: model has no conv layer, so the CAM methods have nothing to weigh; "
+                              f"choose saliency, smoothgrad, integrated_gradients or occlusion")
+        print("cnnlab: the model has no conv layer: Grad-CAM, Grad-CAM++ and Score-CAM left out", file=sys.stderr)
+    style, true_class = style_for(model, args.model), None
+    if args.image:
+        image, names, title, stem = own_image(args, model, args.image), class_names_for(model, args.model), \
+            Path(args.image).name, "attributions"
+    else:
+        _, data = model_data(args, model)
+        if not 0 <= args.index < len(data.x_test):
+            raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
+        image, names, style = data.x_test[args.index], data.class_names, data.style
+        true_class, title, stem = int(data.y_test[args.index]), f"{data.name} test image {args.index}", \
+            f"attributions_{args.index}"
+    options = {"integrated_gradients": {key: value for key, value in (
+                   ("steps", args.steps),
+                   ("baseline", own_image(args, model, args.baseline) if args.baseline not in (None, "black", "blur")
+                    else args.baseline)) if value is not None},
+               "occlusion": {key: getattr(args, key) for key in ("patch", "stride") if getattr(args, key) is not None}}
+    written = explain_input(model, image, out / stem, methods, args.class_index, names, title, options, style,
+                            true_class, source=str(args.image or args.model))
+    print("\n".join(str(p) for p in written))
+
+
+def own_image(args, model, path):
+    """An image file as the model takes it, as `inspect --image` reads one."""
+    from .feeding import model_input
+    from .prediction import style_for
+    from .preprocess import prepare
+
+    return prepare(path, preprocess=style_for(model, args.model) == "digits" and not args.no_preprocess,
+                   shape=model_input(model, args.model).shape).input
+
+
 def command_report(args):
     from . import report
 
@@ -590,6 +681,8 @@ def command_export(args):
           f"of probabilities {check['max_abs_difference']:.2g}, top-1 agreement {check['top1_agreement']:.2%}, "
           f"accuracy {check['exported_accuracy']:.2%} (Keras: {check['keras_accuracy']:.2%})")
     print(f"Check: {record_path(check['path'])}")
+
+
 def command_tune(args):
     overrides = {name: getattr(args, name, None) for name in FIELDS}
     from .tune import space  # the extra's one-line error, and a bad --space, before Keras starts
@@ -608,7 +701,8 @@ def command_tune(args):
 
 COMMANDS = {
     "run": command_run, "train": command_run, "build": command_build, "data": command_data,
-    "evaluate": command_evaluate, "inspect": command_inspect, "report": command_report,
+    "evaluate": command_evaluate, "inspect": command_inspect, "explain": command_explain,
+    "report": command_report,
     "compare": command_compare, "predict": command_predict, "serve": command_serve,
     "export": command_export,
     "tune": command_tune,

@@ -48,6 +48,8 @@ LR_SCHEDULES = ("constant", "one_cycle", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16")  # mixed_float16 would need loss scaling
 JIT_COMPILE = ("auto", "true", "false")
 TEST_TIME_AUGMENTATIONS = ("none", "flip", "shift")  # see evaluation.augmented_views
+ATTRIBUTION_METHODS = ("gradcam", "gradcam++", "scorecam", "saliency", "smoothgrad", "integrated_gradients",
+                       "occlusion")  # see explain.attributions
 MAX_ENSEMBLE = 10
 
 

@@ -252,15 +252,20 @@ def feature_maps(model, image, include_pooling=False):
     return {name: np.asarray(out[0]) for name, out in zip(names, outputs)}
 
 
-def untrained_model(model, seed=0) -> keras.Model:
-    """A copy of the looked-inside network (an ensemble's first member) with every weight drawn again from its own
-    initializer, seeded as `untrained_kernel` draws it: the model as training found it (its filters those of the
-    filter figures' untrained half), for figures that show what training changed."""
-    copy = keras.models.clone_model(network(model))
-    for layer in leaf_layers(copy):
+def untrained_model(model, seed=0, top=None) -> keras.Model:
+    """A copy of the looked-inside network (an ensemble's first member) with its weights drawn again from their own
+    initializers, seeded as `untrained_kernel` draws them: the model as training found it (its filters those of the
+    filter figures' untrained half), for figures that show what training changed. `top`: only the top `top` layers
+    with weights are drawn again, the others keep the trained weights (the cascading sanity check)."""
+    net = network(model)
+    copy = keras.models.clone_model(net)
+    copy.set_weights(net.get_weights())
+    weighted = [layer for layer in leaf_layers(copy) if layer.weights]
+    for layer in weighted[-top:] if top else weighted:
         for variable in layer.weights:
             name = variable.path.split("/")[-1]  # kernel, bias, depthwise_kernel, gamma, moving_mean...
-            initializer = getattr(layer, f"{name}_initializer", None)
+            initializer = getattr(layer, f"{name}_initializer", None) or \
+                getattr(layer, f"{name.removesuffix('_kernel')}_initializer", None)  # SeparableConv2D's depthwise_
             if initializer is not None:
                 variable.assign(fresh_weights(initializer, variable.shape, seed))
     return copy

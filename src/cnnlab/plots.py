@@ -397,3 +397,53 @@ def maximized_patterns(trained, untrained, layer_name, labels=None, units="filte
         ax.set_title(f"{layer_name} {label}", fontsize=9)
     fig.suptitle(f"{layer_name}: the input each of its {n} {units} responds to most", fontsize=11)
     return fig
+
+
+def attribution_grid(images, heats, titles, wrong=None, style=DIGIT_STYLE) -> Figure:
+    """One row per (H, W, C) image: the input, then each method's (H, W) map over it, side by side. `heats` maps a
+    method's name to its (N, H, W) maps; each map is scaled to its own largest magnitude. Maps with negative values
+    (Integrated Gradients, occlusion) are drawn red for evidence for the class and blue against it; the others red
+    for important. Titles of `wrong` predictions in red."""
+    images = np.asarray(images)
+    n, names = len(images), list(heats)
+    wrong = np.zeros(n, bool) if wrong is None else np.asarray(wrong)
+    cell = 1.5
+    fig = Figure(figsize=(cell * (len(names) + 1) + 0.4, n * (cell * _height_per_width(images) + 0.45) + 0.3),
+                 layout="constrained")
+    axes = fig.subplots(n, len(names) + 1, squeeze=False)
+    for i in range(n):
+        _bare(axes[i, 0])
+        draw_image(axes[i, 0], images[i], style)
+        axes[i, 0].set_title(titles[i], fontsize=8, color=MISTAKE if wrong[i] else CORRECT)
+        for ax, name in zip(axes[i, 1:], names):
+            _bare(ax)
+            heat = np.nan_to_num(np.asarray(heats[name][i], np.float64))
+            scale = np.abs(heat).max() or 1.0
+            if heat.min() < 0:
+                draw_image(ax, images[i], style)
+                ax.imshow(heat / scale, cmap="RdBu_r", vmin=-1, vmax=1, alpha=np.clip(0.85 * np.abs(heat) / scale, 0, 1))
+            else:
+                _heat_overlay(ax, images[i], heat / scale, style=style)
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+    return fig
+
+
+def faithfulness_curves(fractions, deletion, insertion) -> Figure:
+    """Deletion and insertion curves side by side: the class probability (one curve per method, `deletion` and
+    `insertion` map its name to the mean curve) as the share `fractions` of the most important pixels is removed
+    from the input, or added to a blank one; the area under each curve is in the legend."""
+    fractions = np.asarray(fractions, np.float64)
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    for ax, curves, title in zip(fig.subplots(1, 2), (deletion, insertion),
+                                 ("Deletion: most important pixels removed first (lower is better)",
+                                  "Insertion: most important pixels added first (higher is better)")):
+        for name, curve in curves.items():
+            curve = np.asarray(curve, np.float64)
+            area = float(((curve[1:] + curve[:-1]) / 2 * np.diff(fractions)).sum())
+            ax.plot(fractions, curve, "--" if name == "random" else "-", label=f"{name} ({area:.2f})")
+        ax.set(xlabel="share of pixels", ylabel="class probability", title=title, ylim=(0, 1.02), xlim=(0, 1))
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig

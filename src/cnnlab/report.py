@@ -13,15 +13,18 @@ import io
 from datetime import datetime
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from . import environment, files, pages, plots
+from .config import ATTRIBUTION_METHODS
 from .data import DIGIT_STYLE, Dataset
 from .errors import CnnlabError
 from .evaluation import (confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, scores, top_k,
                          view_probabilities)
-from .explain import grad_cam, saliency
+from .explain import attributions, pixel_heat
+from .explain.attributions import NAMES, NEEDS_CONV
+from .explain.faithfulness import STEPS, compare_methods
+from .explain.scores import normalise
 from .feeding import model_input, to_model
 from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_map_model,
                          load_model, output_list)
@@ -44,7 +47,11 @@ SECTIONS = (  # (id, heading): the page's sections, top to bottom
     ("feature-maps", "Feature maps"),
     ("maximized", "What each filter looks for"),
     ("grad-cam", "Grad-CAM and saliency"),
+    ("attributions", "Attribution methods"),
+    ("trust", "Which explanation to trust"),
 )
+ATTRIBUTION_MISTAKES = 4  # confident mistakes explained by every method (a row of 8 figures each)
+TRUST_IMAGES = 8  # first test images the faithfulness scores and the sanity check average over
 REQUIRED_METRICS = ("val_loss", "val_accuracy", "best_epoch", "epochs_run", "stop_reason")
 REQUIRED_HISTORY = ("loss", "accuracy")
 
@@ -147,15 +154,10 @@ def duration(seconds) -> str:
 
 
 def explain_images(model, images, classes, label) -> tuple:
-    """Grad-CAM and saliency maps of each image for its class, with a progress bar: the slow step."""
+    """Grad-CAM and saliency maps of each image for its class, many images per model call."""
     print(f"  {label}: Grad-CAM and saliency of {len(images)} image(s)", flush=True)
-    bar = keras.utils.Progbar(len(images), verbose=1 if environment.live_output() else 2, unit_name="image")
-    cams, saliencies = [], []
-    for i, (image, class_index) in enumerate(zip(images, classes)):
-        cams.append(grad_cam(model, image, int(class_index)))
-        saliencies.append(saliency(model, image, int(class_index)))
-        bar.update(i + 1)
-    return np.array(cams), np.array(saliencies)
+    cams = attributions(model, images, "gradcam", classes)
+    return cams, normalise(pixel_heat(attributions(model, images, "saliency", classes), "saliency"))
 
 
 def explanation_figure(model, data, indices, probabilities, label):
@@ -168,6 +170,49 @@ def explanation_figure(model, data, indices, probabilities, label):
               for i, p in zip(indices, predicted)]
     wrong = predicted != data.y_test[indices]
     return figure_uri(plots.explanation_grid(data.x_test[indices], cams, saliencies, titles, wrong, style=data.style))
+
+
+def report_options(image_shape) -> dict:
+    """Cheaper settings than the methods' defaults, so that the report stays quick: fewer Integrated Gradients
+    steps and SmoothGrad samples, and occlusion by a 4x4 grid of squares."""
+    patch = max(1, min(image_shape[:2]) // 4)
+    return {"integrated_gradients": {"steps": 16}, "smoothgrad": {"samples": 10},
+            "occlusion": {"patch": patch, "stride": patch}}
+
+
+def report_methods(model) -> list:
+    return [m for m in ATTRIBUTION_METHODS if conv_layers(model) or m not in NEEDS_CONV]
+
+
+def attributions_section(model, data: Dataset, probabilities, mistakes) -> dict:
+    """Every method's map of the first test image and of the most confident mistakes, for the predicted class."""
+    indices = np.array([0, *mistakes[:ATTRIBUTION_MISTAKES]], int)
+    predicted = probabilities[indices].argmax(axis=1)
+    images = data.x_test[indices]
+    print(f"  every attribution method on {len(indices)} image(s)", flush=True)
+    options = report_options(data.image_shape)
+    heats = {NAMES[m]: pixel_heat(attributions(model, images, m, predicted, **options.get(m, {})), m)
+             for m in report_methods(model)}
+    titles = [f"#{i}: {data.class_names[p]} {probabilities[i, p]:.0%}\ntrue: {data.class_names[data.y_test[i]]}"
+              for i, p in zip(indices, predicted)]
+    figure = plots.attribution_grid(images, heats, titles, predicted != data.y_test[indices], style=data.style)
+    return {"figure": figure_uri(figure), "mistakes": len(indices) - 1}
+
+
+def trust_section(model, data: Dataset, probabilities) -> dict:
+    """Deletion and insertion areas and the randomisation check of every method, averaged over the first
+    TRUST_IMAGES test images, for their predicted classes."""
+    count = min(TRUST_IMAGES, len(data.x_test))
+    images, predicted = data.x_test[:count], probabilities[:count].argmax(axis=1)
+    print(f"  faithfulness and sanity check on {count} image(s)", flush=True)
+    results = compare_methods(model, images, predicted, report_methods(model), report_options(data.image_shape),
+                              sanity=True)
+    fractions = np.linspace(0, 1, STEPS + 1)
+    curves = plots.faithfulness_curves(fractions, *({r["name"]: r[kind].mean(axis=0) for r in results.values()}
+                                                    for kind in ("deletion", "insertion")))
+    rows = [{"method": r["name"], "milliseconds": 1000 * r["seconds_per_image"], "deletion": r["deletion_area"],
+             "insertion": r["insertion_area"], "sanity": r.get("sanity")} for r in results.values()]
+    return {"rows": rows, "curves": figure_uri(curves), "images": count, "steps": STEPS}
 
 
 def one_image_per_class(labels, num_classes) -> list:
@@ -320,6 +365,10 @@ def build_report(model, data: Dataset, out, *, config=None, metrics=None, histor
         "sample": explanation_figure(model, data, sample, probabilities, "sample"),
         "mistakes": explanation_figure(model, data, mistakes, probabilities, "mistakes"),
     }
+    steps("every attribution method for the sample and the mistakes")
+    page["attributions"] = attributions_section(model, data, probabilities, mistakes)
+    steps("which explanation to trust: deletion, insertion, randomised weights")
+    page["trust"] = trust_section(model, data, probabilities)
     steps("writing the page")
     files.write_text(out, pages.render("report.html.j2", **page))
     return Path(out)

@@ -1,4 +1,10 @@
-"""The model as the attribution methods see it: an image in [0, 1] in, class scores (before the softmax) out."""
+"""The model as the attribution methods see it: images in [0, 1] in, class scores (before the softmax) out, in
+batches.
+
+The explained network is the model itself, or an ensemble's first member (`inspection.network`); its class
+probability is the softmax of its scores, so a model that ends in logits is explained like one that ends in a
+softmax.
+"""
 
 import functools
 
@@ -9,6 +15,9 @@ from keras import ops
 from ..feeding import model_input, to_model
 from ..graph import output_layer, rebuild
 from ..inspection import network
+
+BATCH_VALUES = 2 ** 21  # input values per model call: 2,600 MNIST images, 14 of 224x224x3
+MAX_BATCH = 256
 
 
 def class_scores(layer, rebuilt, *args, **kwargs):
@@ -30,18 +39,76 @@ def score_model(model):
     return keras.Model(rebuilt.input, rebuilt.output)
 
 
+def class_score(outputs, weights):
+    """Per image, the score of its class (`weights`: one-hot rows); the scores are a model's last output."""
+    scores = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+    return ops.sum(scores * weights, axis=-1)
+
+
+def class_probability(outputs, weights):
+    """Per image, the probability of its class: the softmax of the scores."""
+    scores = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+    return ops.sum(ops.softmax(scores, axis=-1) * weights, axis=-1)
+
+
 def model_image(model, image):
     """One (H, W, C) image in [0, 1] as a batch of one, as the model takes it (see `feeding`)."""
-    return to_model(model_input(model), np.asarray(image, np.float32)[None])
+    return model_images(model, np.asarray(image, np.float32)[None])
+
+
+def model_images(model, images):
+    """(N, H, W, C) images in [0, 1] as the model takes them (see `feeding`)."""
+    return to_model(model_input(model), np.asarray(images, np.float32))
 
 
 def predicted_class(model, image):
     return int(np.argmax(model.predict(model_image(model, image), verbose=0)[0]))
 
 
+def chunk_size(image_shape) -> int:
+    return int(max(1, min(MAX_BATCH, BATCH_VALUES // int(np.prod(image_shape)))))
+
+
+def in_chunks(fn, *arrays, size):
+    """fn over the rows of `arrays` `size` at a time, the results joined: one model call per chunk. A short chunk is
+    padded to a power of two (with copies of its last row), so a compiled function sees few batch shapes."""
+    n = len(arrays[0])
+    parts = []
+    for start in range(0, n, size):
+        rows = [a[start:start + size] for a in arrays]
+        count = len(rows[0])
+        padded = min(size, 1 << (count - 1).bit_length())
+        if padded > count:
+            rows = [np.concatenate([r, np.repeat(r[-1:], padded - count, axis=0)]) for r in rows]
+        out = fn(*rows)
+        parts.append([o[:count] for o in out] if isinstance(out, (list, tuple)) else out[:count])
+    if isinstance(parts[0], list):
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+    return np.concatenate(parts)
+
+
+@functools.lru_cache(maxsize=8)
+def _probability_model(model):
+    scores = score_model(model)
+    return keras.Model(scores.input, ops.softmax(scores.output, axis=-1))
+
+
+def class_probabilities(model, images, classes):
+    """The explained network's probability of each image's class, (N,), for (N, H, W, C) images in [0, 1]: the
+    measure of the perturbation methods and of the faithfulness curves, many images per model call."""
+    images = np.asarray(images, np.float32)
+    predict = _probability_model(model).predict_on_batch
+    probabilities = in_chunks(lambda x: np.asarray(predict(model_images(model, x))), images,
+                              size=chunk_size(images.shape[1:]))
+    return probabilities[np.arange(len(images)), np.asarray(classes)]
+
+
+def one_hot(classes, count):
+    return np.eye(count, dtype=np.float32)[np.asarray(classes)]
 
 
 def normalise(heat):
+    """Heat maps scaled to a largest value of 1, each on its own (one map, or a batch of them on the first axis)."""
     heat = np.nan_to_num(np.asarray(heat, np.float64))
-    top = heat.max()
-    return (heat / top if top > 0 else heat).astype(np.float32)
+    top = heat.max(axis=tuple(range(1, heat.ndim)), keepdims=True) if heat.ndim == 3 else heat.max()
+    return (heat / np.where(top > 0, top, 1)).astype(np.float32)

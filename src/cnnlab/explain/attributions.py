@@ -1,0 +1,79 @@
+"""One entry point for every attribution method: which pixels of an input a class depends on, for a batch.
+
+    import cnnlab
+    maps = cnnlab.attributions(model, images, "integrated_gradients", steps=64)   # (N, H, W, C), signed
+    heat = cnnlab.attributions(model, image[None], "gradcam")[0]                    # (H, W) in [0, 1]
+
+Gradient methods (saliency, smoothgrad, integrated_gradients) give signed maps of the input's shape; the CAM family
+(gradcam, gradcam++, scorecam) maps of (N, H, W) in [0, 1]; occlusion the (N, H, W) drop of the class probability.
+`pixel_heat` makes any of them one (N, H, W) importance per pixel, for figures and for the faithfulness curves.
+"""
+
+import inspect
+
+import numpy as np
+
+from ..config import ATTRIBUTION_METHODS
+from ..errors import ConfigError, ImageError
+from ..feeding import model_input
+from .cam import gradcam, gradcam_plus_plus, scorecam
+from .integrated_gradients import integrated_gradients
+from .occlusion import occlusion
+from .saliency import gradients, smoothgrad
+from .scores import chunk_size, in_chunks, model_images
+
+METHODS = dict(zip(ATTRIBUTION_METHODS, (gradcam, gradcam_plus_plus, scorecam, gradients, smoothgrad,
+                                         integrated_gradients, occlusion)))
+NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM", "saliency": "saliency",
+         "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated Gradients", "occlusion": "occlusion"}
+INPUT_SHAPED = ("saliency", "smoothgrad", "integrated_gradients")
+NEEDS_CONV = ("gradcam", "gradcam++", "scorecam")  # they weigh the last conv layer's maps
+
+
+def method_options(method) -> list:
+    """The keyword options a method takes (steps, baseline, patch, ...)."""
+    return list(inspect.signature(METHODS[method]).parameters)[3:]
+
+
+def attributions(model, images, method, class_index=None, **options) -> np.ndarray:
+    """Attribution maps of (N, H, W, C) images in [0, 1] for `class_index` (one class for all, one per image, or
+    None: each image's predicted class). Options: smoothgrad `samples`, `noise`, `seed`; integrated_gradients
+    `steps`, `baseline` ("black", "blur" or an image); occlusion `patch`, `stride`."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown attribution method {method!r}; choose one of {', '.join(METHODS)}")
+    unknown = sorted(set(options) - set(method_options(method)))
+    if unknown:
+        takes = ", ".join(method_options(method)) or "no options"
+        raise ConfigError(f"{method} takes {takes}, not {', '.join(unknown)}")
+    images = np.asarray(images, np.float32)
+    shape = model_input(model).shape
+    if images.ndim != 4 or images.shape[1:] != shape:
+        raise ImageError(f"attributions take a batch of images (N, {', '.join(map(str, shape))}) in [0, 1], as the "
+                         f"model does, not {images.shape}; one image is image[None]")
+    return METHODS[method](model, images, explained_classes(model, images, class_index), **options)
+
+
+def explained_classes(model, images, class_index=None) -> np.ndarray:
+    """One class per image: the given one(s), else the one the whole model predicts (an ensemble's too)."""
+    count = model.output_shape[-1]
+    if class_index is None:
+        predict = model.predict_on_batch
+        outputs = in_chunks(lambda x: np.asarray(predict(model_images(model, x))), images,
+                            size=chunk_size(images.shape[1:]))
+        return outputs.argmax(axis=1)
+    classes = np.broadcast_to(np.asarray(class_index), (len(images),)).astype(int)
+    if np.any((classes < 0) | (classes >= count)):
+        raise ConfigError(f"class index must be in 0..{count - 1}, not {class_index}")
+    return classes
+
+
+def pixel_heat(maps, method) -> np.ndarray:
+    """(N, H, W) importance per pixel: a CAM or occlusion map as it is; a gradient's largest magnitude over the
+    channels (its sign says which way the score moves, not whether the pixel matters); Integrated Gradients' sum
+    over the channels (its signed contribution to the probability)."""
+    maps = np.asarray(maps, np.float32)
+    if method == "integrated_gradients":
+        return maps.sum(axis=-1)
+    if method in INPUT_SHAPED:
+        return np.abs(maps).max(axis=-1)
+    return maps
