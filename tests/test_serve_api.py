@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import logging
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -126,6 +127,26 @@ def test_explain(client, classifier):
     other = (answer["prediction"]["index"] + 1) % 10
     again = client.post(f"/api/explain?class_index={other}", files={"file": ("four.png", drawing(), "image/png")})
     assert again.json()["explained"]["index"] == other and again.json()["prediction"] == answer["prediction"]
+
+
+def test_explain_by_each_attribution_method(client, classifier):
+    """The chosen method's map is the Python API's own for the input the answer shows (its positive part, scaled
+    to 1), for the class explained; an unknown method is a 422 that lists the methods."""
+    from cnnlab.explain import METHODS, attributions, pixel_heat
+
+    assert list(client.get("/api/model").json()["attribution_methods"]) == list(METHODS)
+    for method in METHODS:
+        answer = client.post(f"/api/explain?method={quote(method)}",
+                             files={"file": ("four.png", drawing(), "image/png")}).json()
+        image = np.asarray(answer["input"], np.float32)[..., None]
+        expected = pixel_heat(attributions(classifier.model, image[None], method, answer["explained"]["index"]),
+                              method)[0]
+        expected = np.maximum(expected, 0) / np.maximum(expected, 0).max()
+        shown = answer["attribution"]
+        assert shown["method"] == method and decode_png(shown["png"]).size == (112, 112)
+        np.testing.assert_allclose(shown["heatmap"], expected, atol=2e-3, err_msg=method)
+    refused = client.post("/api/explain?method=lime", files={"file": ("four.png", drawing(), "image/png")})
+    assert refused.status_code == 422 and "gradcam, gradcam++" in refused.json()["detail"]
 
 
 def multipart_without_boundary(client):

@@ -23,7 +23,9 @@ from .convolution import find_conv_layer, layer_values, receptive_field, value_a
 from .data import CLASS_NAMES, DIGIT_STYLE, NAMED, PHOTO_STYLE
 from .errors import CnnlabError, ImageError
 from .evaluation import as_probabilities, top_k
-from .explain import grad_cam
+from .explain import attributions, pixel_heat
+from .explain.attributions import METHODS, NAMES
+from .explain.scores import normalise
 from .feeding import model_input, to_model
 from .inspection import check_image_model, conv_layers, feature_map_model, load_model, output_list
 from .model import layer_rows, summary_text
@@ -109,8 +111,10 @@ class Classifier:
         with self._lock:
             return as_probabilities(self.model.predict_on_batch(to_model(self.input, inputs)))
 
-    def explain(self, image, class_index=None) -> dict:
-        """Feature maps of every conv layer ({name: (h, w, channels)}) and the Grad-CAM map (H, W) of a class.
+    def explain(self, image, class_index=None, method="gradcam") -> dict:
+        """Feature maps of every conv layer ({name: (h, w, channels)}), the Grad-CAM map (H, W) of a class and, by
+        the attribution `method` (see `cnnlab.attributions`), its map of the evidence for that class: (H, W) in
+        [0, 1], a signed method's (Integrated Gradients', occlusion's) positive part.
 
         The class is the predicted one unless `class_index` names another.
         """
@@ -120,9 +124,12 @@ class Classifier:
             probabilities = as_probabilities(outputs)[0]
             class_index = int(np.argmax(probabilities)) if class_index is None else class_index
             maps = {name: np.asarray(out[0]) for name, out in zip(self._feature_layers, feature_maps)}
-            heat = grad_cam(self.model, image, class_index)
+            cam = attributions(self.model, image[None], "gradcam", class_index)[0]
+            heat = cam if method == "gradcam" else \
+                pixel_heat(attributions(self.model, image[None], method, class_index), method)[0]
         return {"probabilities": probabilities, "class_index": class_index, "feature_maps": maps,
-                "grad_cam": heat, "grad_cam_layer": conv_layers(self.model)[-1].name}
+                "grad_cam": cam, "grad_cam_layer": conv_layers(self.model)[-1].name,
+                "attribution": normalise(np.maximum(heat, 0)), "method": method}
 
     def conv_value(self, image, layer_name, channel, y, x) -> dict:
         """How one value of a conv layer's feature map is made from the layer's input (`convolution.value_at`), and
@@ -147,6 +154,7 @@ class Classifier:
             "class_names": self.class_names,
             "summary": summary_text(self.model),
             "conv_layers": [layer.name for layer in conv_layers(self.model)],
+            "attribution_methods": {method: NAMES[method] for method in METHODS},
             "layers": layer_rows(self.model),
         }
 

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import CnnlabError, ImageError
 from ..evaluation import top_k
+from ..explain.attributions import METHODS, NAMES as METHOD_NAMES
 from ..inspection import check_image_model
 from . import render
 from .batching import Batcher, Busy
@@ -211,11 +212,13 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
             **shown,
         }
 
-    def explain_image(data, preprocess, class_index):
+    def explain_image(data, preprocess, class_index, method):
         if class_index is not None and class_index >= len(names):
             raise BadRequest(422, f"class_index must be in 0..{len(names) - 1}, not {class_index}")
+        if method not in METHODS:
+            raise BadRequest(422, f"method must be one of {', '.join(METHODS)}, not {method!r}")
         image, shown = prepared_input(data, preprocess)
-        found = classifier.explain(image, class_index)
+        found = classifier.explain(image, class_index, method)
         maps = []
         for layer, activations in found["feature_maps"].items():
             png, columns = render.feature_map_png(activations)
@@ -228,6 +231,9 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
             "feature_maps": maps,
             "grad_cam": {"layer": found["grad_cam_layer"], "heatmap": np.round(found["grad_cam"], 4).tolist(),
                          "png": render.grad_cam_png(image, found["grad_cam"])},
+            "attribution": {"method": method, "name": METHOD_NAMES[method],
+                            "heatmap": np.round(found["attribution"], 4).tolist(),
+                            "png": render.grad_cam_png(image, found["attribution"])},
         })
 
     def conv_value(data, preprocess, layer, channel, y, x):
@@ -264,13 +270,15 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
             image, shown = await anyio.to_thread.run_sync(prepared_input, data, preprocess, limiter=decoding)
         return JSONResponse(prediction(await batch(image), min(top_k, len(names)), shown))
 
-    @app.post("/api/explain", summary="Feature maps of every conv layer and a Grad-CAM map, as PNGs",
-              openapi_extra=IMAGE_BODY)
+    @app.post("/api/explain", summary="Feature maps of every conv layer, a Grad-CAM map and the chosen attribution "
+                                      "method's map, as PNGs", openapi_extra=IMAGE_BODY)
     async def explain(request: Request, preprocess: bool = Query(True, description="as for /api/predict"),
                       class_index: int | None = Query(None, ge=0, description="class to explain (default: the "
-                                                                               "predicted one)")):
+                                                                               "predicted one)"),
+                      method: str = Query("gradcam", description=f"attribution method of the 'attribution' map: "
+                                                                 f"{', '.join(METHODS)} (see cnnlab explain)")):
         data = await read_image_bytes(request)
-        return await anyio.to_thread.run_sync(explain_image, data, preprocess, class_index, limiter=decoding)
+        return await anyio.to_thread.run_sync(explain_image, data, preprocess, class_index, method, limiter=decoding)
 
     @app.post("/api/conv", summary="How one value of a conv layer's feature map is made: the patch of its input "
                                    "under the kernel, the kernel, their products, the sum, bias and activation",

@@ -7,6 +7,7 @@ const canvas = document.getElementById("canvas");
 const pen = canvas.getContext("2d");
 const preprocess = document.getElementById("preprocess");
 const statusLine = document.getElementById("status");
+const methodChoice = document.getElementById("method");  // the attribution method beside Grad-CAM
 const INK_WIDTH = 20;  // on the 280 px canvas: about MNIST's pen once a digit is scaled into 20x20
 const LIVE_INTERVAL_MS = 150;
 
@@ -115,6 +116,7 @@ function showPreview(file) {  // the image as sent, where there is no canvas to 
 document.getElementById("preview").addEventListener("error", (event) => { event.target.hidden = true; });  // TIFF
 
 preprocess.addEventListener("change", () => { if (drawn) ask("explain"); });
+methodChoice.addEventListener("change", () => { if (drawn) ask("explain"); });
 
 async function imageRequest() {
   if (upload) {
@@ -134,7 +136,8 @@ async function ask(kind) {
   }
   busy = true;
   try {
-    const response = await fetch(`/api/${kind}?preprocess=${preprocess.checked}`, await imageRequest());
+    const method = kind === "explain" ? `&method=${encodeURIComponent(methodChoice.value || "gradcam")}` : "";
+    const response = await fetch(`/api/${kind}?preprocess=${preprocess.checked}${method}`, await imageRequest());
     const answer = await response.json();
     if (!drawn) return;  // cleared meanwhile
     if (response.ok) {
@@ -190,6 +193,7 @@ function showExplanation(answer) {
   document.getElementById("grad-cam").src = `data:image/png;base64,${answer.grad_cam.png}`;
   document.getElementById("grad-cam-caption").textContent =
     `Grad-CAM of “${answer.explained.class}” on ${answer.grad_cam.layer}`;
+  document.getElementById("attribution").src = `data:image/png;base64,${answer.attribution.png}`;
   const panels = answer.feature_maps.map((maps) => {
     const panel = document.createElement("figure");
     panel.className = "feature-map-panel";
@@ -217,7 +221,7 @@ function showEmpty() {
     row.querySelector(".fill").style.width = "0";
     row.querySelector(".value").textContent = "–";
   }
-  for (const id of ["input-image", "grad-cam"]) document.getElementById(id).removeAttribute("src");
+  for (const id of ["input-image", "grad-cam", "attribution"]) document.getElementById(id).removeAttribute("src");
   document.getElementById("grad-cam-caption").textContent = "Grad-CAM: where it looked";
   document.getElementById("feature-maps").innerHTML = '<p class="empty">Send an image to see them.</p>';
   document.getElementById("conv-view").hidden = true;
@@ -401,6 +405,13 @@ async function start() {
     const model = await (await fetch("/api/model")).json();
     adaptTo(model);
     buildBars(model.class_names);
+    methodChoice.replaceChildren(...Object.entries(model.attribution_methods).map(([method, name]) => {
+      const option = document.createElement("option");
+      option.value = method;
+      option.textContent = name;
+      return option;
+    }));
+    methodChoice.value = "integrated_gradients";  // beside Grad-CAM: the most faithful by deletion and insertion
     document.getElementById("model").textContent =
       `${model.name}: ${model.parameters.toLocaleString("en")} parameters, conv layers ${model.conv_layers.join(", ")}`;
   } catch (error) {
