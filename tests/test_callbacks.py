@@ -37,8 +37,9 @@ def digit_pixels():
 def users_model(rescale=True, metrics=("accuracy",)):
     """A user's tiny model, written without cnnlab; with `rescale` it takes 0..255 pixels (Rescaling first)."""
     layers = [keras.layers.Rescaling(1 / 255)] if rescale else []
-    model = keras.Sequential([keras.Input((8, 8, 1)), *layers, keras.layers.Conv2D(8, 3, activation="relu"),
-                              keras.layers.Conv2D(8, 3, activation="relu"), keras.layers.Flatten(),
+    # named as Keras names them in a fresh process (a test worker has made other Conv2D layers before)
+    convs = [keras.layers.Conv2D(8, 3, activation="relu", name=name) for name in ("conv2d", "conv2d_1")]
+    model = keras.Sequential([keras.Input((8, 8, 1)), *layers, *convs, keras.layers.Flatten(),
                               keras.layers.Dense(10, activation="softmax")], name="own_cnn")
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=list(metrics))
     return model

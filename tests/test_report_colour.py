@@ -200,7 +200,7 @@ def test_a_non_square_grey_dataset_gets_a_report(wide_run):
     page = Page(html)
     assert page.sections == SECTION_IDS
     assert "24x40 pixels (height x width), grey" in html
-    assert html.count("<figcaption>conv_") == 4  # 2 filter and 2 feature-map figures
+    assert html.count("<figcaption>conv_") == 6  # 2 filter, 2 feature-map and 2 maximised-pattern figures
     for uri in page.images:
         decode(uri)
     thumbs = thumbnails(html)
