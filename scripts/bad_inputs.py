@@ -213,6 +213,7 @@ def main_script():
                   note="download whose file fails its checksum (file:// mirror with one flipped byte)")
 
     your_own_data()
+    new_commands()
     write_table(REPO / "docs" / "bad-inputs.md")
     print(f"written: {REPO / 'docs' / 'bad-inputs.md'} ({sum(1 for r in ROWS if r[1])} inputs); work folder {work}")
     shutil.rmtree(work, ignore_errors=True)
@@ -272,6 +273,25 @@ def your_own_data():
     Path("notes.txt").write_text("my notes")
     shown("data", "notes.txt", note="a file that is no dataset")
     shown("train", "--dataset", "messy", "--image-size", "0", note="an image size of 0")
+
+
+def new_commands():
+    """explain, inspect --maximize, export, tune and several devices, each given one thing wrong."""
+    section("Explain, export, tune, several devices")
+    shown("explain", "models/good.keras", "--dataset", "digits", "--method", "lime", note="an unknown method")
+    shown("explain", "models/good.keras", "--dataset", "digits", "--method", "gradcam", "--steps", "32",
+          note="a method's option without its method")
+    shown("explain", "models/good.keras", "--dataset", "digits", "--class", "12", note="a class the model lacks")
+    shown("inspect", "models/good.keras", "--dataset", "digits", "--maximize", "--maximize-steps", "0",
+          note="activation maximisation with no steps")
+    shown("export", "models/good.keras", "--format", "onnx", "--out", "model.txt", "--dataset", "digits",
+          note="an export path whose suffix is not the format's")
+    shown("export", "models/good.keras", "--format", "pickle", note="a format Keras does not export")
+    Path("space.toml").write_text("learning_rat = {low = 1e-4, high = 1e-2}\n")
+    shown("tune", "--trials", "3", "--dataset", "digits", "--space", "space.toml", note="a misspelt setting in --space")
+    shown("tune", "--trials", "0", "--dataset", "digits", note="no trials")
+    shown("train", "--dataset", "digits", "--devices", "2", note="several devices on the TensorFlow backend")
+    shown("train", "--dataset", "digits", "--devices", "two", note="a device count that is not a number")
 
 
 if __name__ == "__main__":

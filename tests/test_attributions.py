@@ -170,6 +170,16 @@ def test_bad_calls_say_what_is_wrong(digits_images):
         cnnlab.attributions(model, images[0], "saliency")
     with pytest.raises(cnnlab.CnnlabError, match="class index must be in 0..9, not 10"):
         cnnlab.attributions(model, images, "saliency", 10)
+    with pytest.raises(cnnlab.CnnlabError, match="class_index gives 2 classes for 1 images"):
+        cnnlab.attributions(model, images, "saliency", [1, 2])
+    with pytest.raises(cnnlab.CnnlabError, match="smoothgrad needs a whole number of samples >= 1"):
+        cnnlab.attributions(model, images, "smoothgrad", samples=0)
+    with pytest.raises(cnnlab.CnnlabError, match="steps must be a whole number of at least 1, not 2.5"):
+        cnnlab.attributions(model, images, "integrated_gradients", steps=2.5)
+    dense = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    with pytest.raises(cnnlab.CnnlabError, match="gradcam weighs the last conv layer's maps and .* has no conv layer"):
+        cnnlab.attributions(dense, images, "gradcam")
+    assert cnnlab.attributions(dense, images, "saliency").shape == images.shape  # the others need no conv layer
 
 
 def test_explain_cli_writes_the_figure_maps_and_scores(digits_run, digits_model, tmp_path, capsys):

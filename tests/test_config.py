@@ -40,3 +40,11 @@ def test_a_runs_config_json_is_a_config_file(tmp_path):
 def test_bad_values_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field):
         make_config(**overrides)
+
+
+def test_mlflow_true_is_the_local_store(tmp_path):
+    """`mlflow=True` (and `mlflow = true` in TOML) asks for the local store, as `--mlflow` alone and
+    RunRecorder(mlflow=True) do; False is no MLflow."""
+    assert make_config(mlflow=True).mlflow == "local" and make_config(mlflow=False).mlflow is None
+    (tmp_path / "c.toml").write_text("mlflow = true\n")
+    assert make_config(file=tmp_path / "c.toml").mlflow == "local"

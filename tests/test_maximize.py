@@ -108,3 +108,16 @@ def test_the_report_shows_each_conv_layers_patterns(digits_run):
     section = re.search(r'<section id="maximized".*?</section>', html, re.DOTALL).group(0)
     assert section.count('<img src="data:image/png;base64,') == 2
     assert "conv_1:" in section and "conv_2:" in section
+
+
+def test_the_untrained_copy_draws_every_weight_again_the_depthwise_ones_too():
+    """DepthwiseConv2D keeps its initializer as depthwise_initializer and SeparableConv2D as depthwise_ and
+    pointwise_: every weight with an initializer is drawn again, so an untrained view never shows trained weights."""
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.DepthwiseConv2D(3, name="dw"),
+                              keras.layers.SeparableConv2D(4, 3, name="sep"), keras.layers.Flatten(),
+                              keras.layers.Dense(3, name="out")])
+    for variable in model.weights:
+        variable.assign(np.full(variable.shape, 7.0, np.float32))  # no initializer draws 7 everywhere
+    fresh = untrained_model(model)
+    assert [v.path.split("/", 1)[1] for v in fresh.weights if np.all(np.asarray(v) == 7.0)] == []
+    assert np.all(np.asarray(model.weights[0]) == 7.0)  # the model itself is left alone

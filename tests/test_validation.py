@@ -140,8 +140,8 @@ def test_resume_refusals(capsys, tmp_path):
     assert complete(capsys, "train", "--resume", str(stopped), "--epochs", "9") == \
         f"{stopped} already stopped early after epoch 2 (val_loss stopped improving); there is nothing to resume"
     assert error_of(capsys, "train", "--resume", str(done), "--dropout", "0.1", "--seed", "1") == \
-        "--resume continues a run with its own settings; only --epochs, --data-dir and --devices may change, not " \
-        "--dropout, --seed"
+        "--resume continues a run with its own settings; only --epochs, --data-dir, --devices and the tracking " \
+        "flags may change, not --dropout, --seed"
     assert error_of(capsys, "train", "--resume", str(done), "--name", "other", "--out", str(tmp_path / "elsewhere")) == \
         f"--resume continues {done} in place, with its own settings; drop --out, --name"
     scheduled = fake_run(tmp_path / "scheduled", 2, epochs=2, lr_schedule="one_cycle")

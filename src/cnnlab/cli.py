@@ -329,8 +329,9 @@ def training_config(args):
         # the same data may have moved to another folder; tracking and devices change nothing trained
         changed = sorted(set(given) - {"epochs", "data_dir", "devices", "tensorboard", "mlflow"})
         if changed:
-            raise CnnlabError(f"--resume continues a run with its own settings; only --epochs, --data-dir and "
-                              f"--devices may change, not {', '.join('--' + k.replace('_', '-') for k in changed)}")
+            raise CnnlabError(f"--resume continues a run with its own settings; only --epochs, --data-dir, "
+                              f"--devices and the tracking flags may change, not "
+                              f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
         import_keras_quietly()  # the pipeline imports Keras
         from .pipeline import resume_config
 
@@ -474,14 +475,9 @@ def command_inspect(args):
     model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model)
     out = files.check_writable(figures_folder(args))
     if args.image:
-        from .feeding import model_input
         from .prediction import style_for
-        from .preprocess import prepare
 
-        style = style_for(model, args.model)
-        image = prepare(args.image, preprocess=style == "digits" and not args.no_preprocess,
-                        shape=model_input(model, args.model).shape).input
-        title = Path(args.image).name
+        image, title, style = own_image(args, model, args.image), Path(args.image).name, style_for(model, args.model)
     else:
         try:
             _, data = model_data(args, model)

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import files
+from .config import setting_text
 from .errors import CnnlabError
 from .pages import render
 from .rundir import RunDir
@@ -44,7 +45,7 @@ RESULTS = (  # (metrics.json key, label, better: "min", "max" or None, format)
 
 
 def _setting(value):
-    return "—" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return "—" if value is None else str(setting_text(value))
 
 
 def compare_runs(run_dirs) -> dict:

@@ -155,6 +155,11 @@ def make_config(file=None, **overrides):
     return validate(Config(**{k: _coerce(k, v) for k, v in merged.items()}))
 
 
+def setting_text(value):
+    """A setting as flags and config files write it: a list as 32,64, anything else as it is."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+
 def _coerce(name, value):
     """Accept what TOML, JSON and the command line give (e.g. '32,64' for a list)."""
     kind = _kind(name)
@@ -176,6 +181,8 @@ def _coerce(name, value):
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    if name == "mlflow" and isinstance(value, bool):  # mlflow=True, as RunRecorder takes it: the local store
+        return "local" if value else None
     if isinstance(value, bool):  # TOML's and JSON's true/false for a setting that also takes words (jit_compile)
         return str(value).lower()
     if isinstance(value, int):  # a number for a setting that also takes words (devices)

@@ -74,8 +74,8 @@ def receptive_field(model, layer, y, x):
     """The box (top, left, bottom, right; inclusive, clipped to the image) of input pixels that `layer`'s output at
     (y, x) depends on, or None where that cannot be told from a chain of layers (a resize, a branch that changes
     sizes, a layer called twice). Walks the conv and pooling layers before `layer` in order (nested models entered):
-    exact for a chain, and for residual blocks; where branches with convs run side by side, the box of all of them
-    one after another, a bound."""
+    exact for a chain, and for residual blocks with identity shortcuts (a projection shortcut gives None); where
+    branches with convs run side by side, the box of all of them one after another, a bound."""
     before = leaf_layers(network(model))
     before = before[:before.index(layer) + 1]
     size = model_input(model).size

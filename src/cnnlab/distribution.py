@@ -159,8 +159,8 @@ def global_batch(batch_size, parallel: Parallel) -> tuple[int, str | None]:
     rounded = max(parallel.devices, parallel.devices * round(batch_size / parallel.devices))
     shown = f"{rounded} images per step across {parallel.devices} devices ({rounded // parallel.devices} per device)"
     if rounded != batch_size:
-        return rounded, (f"Batch: the batch size {batch_size} is rounded to {rounded}, a multiple of the {parallel.devices} "
-                         f"devices; {shown}; the batch size is the global batch")
+        return rounded, (f"Batch: the batch size {batch_size} is rounded to {rounded}, a multiple of the "
+                         f"{parallel.devices} devices; {shown}; the batch size is the global batch")
     return rounded, f"Batch: {shown}; the batch size is the global batch"
 
 

@@ -229,6 +229,13 @@ def fresh_weights(initializer, shape, seed=0) -> np.ndarray:
     return keras.ops.convert_to_numpy(fresh(shape=tuple(shape)))
 
 
+def _initializer_names(layer, weight) -> list:
+    """Where a layer keeps the initializer of its weight `weight`: kernel_initializer for `kernel`; SeparableConv2D's
+    depthwise_kernel has depthwise_initializer, and DepthwiseConv2D's `kernel` too."""
+    names = [f"{weight}_initializer", f"{weight.removesuffix('_kernel')}_initializer"]
+    return names + (["depthwise_initializer"] if isinstance(layer, keras.layers.DepthwiseConv2D) else [])
+
+
 def feature_map_model(model, include_pooling=False):
     """A model that returns the output of every conv layer (and pooling layer, if asked) of `model` (of an
     ensemble's first member), inside nested models too, and their names."""
@@ -264,8 +271,8 @@ def untrained_model(model, seed=0, top=None) -> keras.Model:
     for layer in weighted[-top:] if top else weighted:
         for variable in layer.weights:
             name = variable.path.split("/")[-1]  # kernel, bias, depthwise_kernel, gamma, moving_mean...
-            initializer = getattr(layer, f"{name}_initializer", None) or \
-                getattr(layer, f"{name.removesuffix('_kernel')}_initializer", None)  # SeparableConv2D's depthwise_
+            initializer = next((found for attribute in _initializer_names(layer, name)
+                                if (found := getattr(layer, attribute, None)) is not None), None)
             if initializer is not None:
                 variable.assign(fresh_weights(initializer, variable.shape, seed))
     return copy

@@ -20,7 +20,7 @@ from .config import Config, make_config
 from .data import DIGIT_STYLE, Dataset, changes, load_dataset, short_name
 from .callbacks.mlflow import mlflow_run
 from .callbacks.tensorboard import TENSORBOARD_IMAGES, tensorboard_callbacks
-from .errors import CnnlabError, DataError, TrainingInterrupted
+from .errors import CnnlabError, ConfigError, DataError, TrainingInterrupted
 from .evaluation import evaluate, scores, view_probabilities
 from .explain.maximize import STEPS, layer_names, maximize
 from .inspection import (check_classifier, check_image_model, conv_layers, ensemble_members, feature_maps,
@@ -135,6 +135,10 @@ def _train_run(run: RunDir, config: Config, data, resume, verbose, callbacks, te
         print(resume_note(run, states, config))
     with distribution.data_parallel(config.devices) as parallel:  # one device: no distribution, as before
         batch_size, batch_line = distribution.global_batch(config.batch_size, parallel)
+        if resume and batch_size != config.batch_size:  # a changed batch would change the steps and the schedule
+            raise ConfigError(f"{run.path} trained with batch_size={config.batch_size}, which does not divide among "
+                              f"{parallel.devices} devices; resume it with devices= a count that divides "
+                              f"{config.batch_size}")
         config = dataclasses.replace(config, batch_size=batch_size)
         if batch_line:
             print(batch_line)

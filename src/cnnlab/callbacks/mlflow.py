@@ -20,6 +20,8 @@ import keras
 import numpy as np
 
 from .. import files
+from ..config import setting_text
+from ..distribution import is_writer
 from ..errors import CnnlabError, TrainingInterrupted
 from ..rundir import RunDir
 
@@ -102,7 +104,7 @@ class MLflowLogger:
 
 
 def _param(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return str(setting_text(value))
 
 
 class MLflowEpochs(keras.callbacks.Callback):
@@ -121,11 +123,19 @@ class MLflowEpochs(keras.callbacks.Callback):
 def mlflow_run(config, run_dir):
     """An MLflowLogger for the block (None when `config.mlflow` is None), ended FINISHED when the block completes,
     KILLED when it is interrupted, FAILED when it fails."""
-    if config.mlflow is None:
+    if config.mlflow is None or not is_writer():  # on several machines, process 0 logs the run once
         yield None
         return
     run = RunDir(run_dir)
-    logger = MLflowLogger(tracking_uri(config.mlflow, run.path.parent), run.path, config.to_dict())
+    uri = tracking_uri(config.mlflow, run.path.parent)
+    try:
+        logger = MLflowLogger(uri, run.path, config.to_dict())
+    except CnnlabError:
+        raise
+    except Exception as e:  # MLflow's own errors for a URI it cannot use: an unknown scheme, a server not there
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise CnnlabError(f"mlflow={config.mlflow!r}: cannot log to {uri} ({reason}); give a tracking URI MLflow "
+                          f"accepts (http://host:5000, sqlite:///path/mlflow.db) or 'local'") from None
     try:
         yield logger
     except (TrainingInterrupted, KeyboardInterrupt):

@@ -227,6 +227,14 @@ class RunRecorder(keras.callbacks.Callback):
 
     # ------------------------------------------------------------ at the end: scores, figures, report
     def on_train_end(self, logs=None):
+        try:
+            self._finish(logs)
+        except BaseException:
+            if self.logger:  # the MLflow run says the fit failed rather than staying RUNNING
+                self.logger.end("FAILED")
+            raise
+
+    def _finish(self, logs):
         self.tracking.on_train_end(logs)
         if not self.best_epoch:
             raise CnnlabError(f"the fit completed no epoch, so {self.run.path} holds no model")

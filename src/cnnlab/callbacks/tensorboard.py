@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from .. import plots
+from ..distribution import predict as padded_predict
 from ..errors import CnnlabError
 from ..evaluation import as_images, confusion_matrix, normalise_rows, predict
 from ..feeding import model_input, to_model
@@ -94,7 +95,8 @@ class EpochImages(keras.callbacks.Callback):
         layers = conv_layers(model)
         if layers:
             pictures[f"filters/{layers[0].name}"] = tiles_image(filter_images(trained_kernel(layers[0]))[0])
-            maps = output_list(self.extractor.predict(to_model(model_input(model), self.images[:1]), verbose=0))
+            # through distribution.predict: one image does not split over several devices, a padded batch does
+            maps = output_list(padded_predict(self.extractor, to_model(model_input(model), self.images[:1])))
             for name, layer_maps in zip(self.layer_names, maps):
                 pictures[f"feature_maps/{name}"] = tiles_image(np.moveaxis(np.asarray(layer_maps[0]), -1, 0))
         return pictures

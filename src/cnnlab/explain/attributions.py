@@ -16,6 +16,7 @@ import numpy as np
 from ..config import ATTRIBUTION_METHODS
 from ..errors import ConfigError, ImageError
 from ..feeding import model_input
+from ..inspection import conv_layers
 from .cam import gradcam, gradcam_plus_plus, scorecam
 from .integrated_gradients import integrated_gradients
 from .occlusion import occlusion
@@ -50,6 +51,9 @@ def attributions(model, images, method, class_index=None, **options) -> np.ndarr
     if images.ndim != 4 or images.shape[1:] != shape:
         raise ImageError(f"attributions take a batch of images (N, {', '.join(map(str, shape))}) in [0, 1], as the "
                          f"model does, not {images.shape}; one image is image[None]")
+    if method in NEEDS_CONV and not conv_layers(model):
+        raise ConfigError(f"{method} weighs the last conv layer's maps and {model.name} has no conv layer; use "
+                          f"saliency, smoothgrad, integrated_gradients or occlusion")
     return METHODS[method](model, images, explained_classes(model, images, class_index), **options)
 
 
@@ -61,6 +65,9 @@ def explained_classes(model, images, class_index=None) -> np.ndarray:
         outputs = in_chunks(lambda x: np.asarray(predict(model_images(model, x))), images,
                             size=chunk_size(images.shape[1:]))
         return outputs.argmax(axis=1)
+    if np.ndim(class_index) and np.size(class_index) != len(images):
+        raise ConfigError(f"class_index gives {np.size(class_index)} classes for {len(images)} images; give one "
+                          f"class, one per image, or None (each image's predicted class)")
     classes = np.broadcast_to(np.asarray(class_index), (len(images),)).astype(int)
     if np.any((classes < 0) | (classes >= count)):
         raise ConfigError(f"class index must be in 0..{count - 1}, not {class_index}")

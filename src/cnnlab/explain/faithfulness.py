@@ -91,8 +91,11 @@ def rank_correlation(a, b) -> np.ndarray:
 def sanity_check(model, images, method, classes, cascading=False, seed=0, heat=None, **options) -> list:
     """[(what was randomised, mean rank correlation of the magnitudes of the trained and randomised models' maps)],
     for each image's class as the trained model has it: one row for all layers at once, or with `cascading` one per
-    step from the output layer down (the last: all layers)."""
-    heat = np.abs(pixel_heat(attributions(model, images, method, classes, **options), method))
+    step from the output layer down (the last: all layers). `heat`: the trained model's pixel heat of these images
+    by this method, when the caller has it already."""
+    if heat is None:
+        heat = pixel_heat(attributions(model, images, method, classes, **options), method)
+    heat = np.abs(heat)
     names = weighted_layer_names(model)
     steps = range(1, len(names) + 1) if cascading else [None]
     rows = []

@@ -37,8 +37,8 @@ def baseline_images(images, baseline="black"):
 def integrated_gradients(model, images, classes, steps=64, baseline="black"):
     """Signed attributions of the input's shape, with the trapezoidal rule over `steps` intervals (the error falls
     as 1 / steps squared); all of an image's `steps + 1` points go through the model in a few calls."""
-    if int(steps) < 1:
-        raise ConfigError(f"steps must be at least 1, not {steps}")
+    if not (isinstance(steps, (int, np.integer)) and steps >= 1):
+        raise ConfigError(f"steps must be a whole number of at least 1, not {steps!r}")
     images = np.asarray(images, np.float32)
     baselines = baseline_images(images, baseline)
     alphas = np.linspace(0, 1, int(steps) + 1, dtype=np.float32)

@@ -4,6 +4,7 @@ input's shape."""
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..feeding import model_input
 from .gradient import gradient_function
 from .scores import chunk_size, class_score, in_chunks, model_images, normalise, one_hot, predicted_class, score_model
@@ -32,6 +33,9 @@ def gradients(model, images, classes):
 def smoothgrad(model, images, classes, samples=25, noise=0.15, seed=0):
     """The mean gradient over `samples` copies of each image with Gaussian noise of standard deviation `noise`
     (a share of the [0, 1] range; the paper's 10-20%)."""
+    if not (isinstance(samples, int) and samples >= 1) or not noise >= 0:
+        raise ConfigError(f"smoothgrad needs a whole number of samples >= 1 and noise >= 0, not samples {samples!r}, "
+                          f"noise {noise!r}")
     images = np.asarray(images, np.float32)
     rng = np.random.default_rng(seed)
     noisy = images[:, None] + rng.normal(0, noise, (len(images), samples, *images.shape[1:])).astype(np.float32)

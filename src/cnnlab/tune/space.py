@@ -15,7 +15,7 @@ block has twice as many), so that depth and width are searched, and ranked, apar
 import difflib
 import math
 
-from ..config import FIELDS, Config, _kind, architecture_problem, make_config, read_config_file
+from ..config import FIELDS, Config, _kind, architecture_problem, make_config, read_config_file, setting_text
 from ..errors import ConfigError
 
 DERIVED = {"conv_blocks": int, "first_filters": int}  # searched in place of conv_filters
@@ -52,11 +52,6 @@ def read_space(path) -> dict:
 def _type(name):
     """int, float, bool, str or list: what a setting (or a derived one) holds."""
     return DERIVED[name] if name in DERIVED else _kind(name)
-
-
-def _plain(value):
-    """A choice as Optuna stores it (None, bool, int, float or str): a list as '16,32'."""
-    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
 def check_space(space: dict, base: Config, image_size=None, where="the search space") -> dict:
@@ -127,11 +122,11 @@ def _checked_spec(name, spec, where):
     if isinstance(spec, list) and not (kind is list and spec and not isinstance(spec[0], (list, str))):
         if not spec:
             raise ConfigError(f"{where}: {name} has no choices; give at least one")
-        choices = [_plain(choice) for choice in spec]
+        choices = [setting_text(choice) for choice in spec]
         if len(set(map(repr, choices))) < len(choices):
             raise ConfigError(f"{where}: {name} lists a choice twice: {spec}")
         return {"choices": choices}
-    return {"value": _plain(spec)}
+    return {"value": setting_text(spec)}
 
 
 def _extremes(spec):

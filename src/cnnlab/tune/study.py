@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import files
-from ..config import Config, known_image_size, make_config
+from ..config import Config, known_image_size, make_config, setting_text
 from ..data import short_name
 from ..errors import CnnlabError, ConfigError, TrainingDiverged, TrainingInterrupted
 from ..pipeline import absolute_paths, load_data, train_run
@@ -150,7 +150,7 @@ def _continued(stored, base: Config, given, values, where, out):
     wanted = absolute_paths(make_config(**{**stored["settings"], **given}))
     differ = [k for k, v in wanted.to_dict().items() if k != "data_dir" and v != recorded.to_dict()[k]]
     if differ:
-        was = ", ".join(f"{k}={recorded.to_dict()[k]}" for k in differ)
+        was = ", ".join(f"{k}={setting_text(recorded.to_dict()[k])!r}" for k in differ)
         raise ConfigError(f"the study in {out} searches with {was}; continue it without those flags, or give "
                           f"another out= folder")
     if values is not None and spaces.check_space(values, recorded, where=where) != stored["space"]:
