@@ -98,7 +98,7 @@ def _check_format(format, path) -> Format:
         raise ConfigError(f"export format must be one of {', '.join(FORMATS)}, not {format!r}")
     spec = FORMATS[format]
     if spec.suffix and Path(path).suffix != spec.suffix:
-        raise ConfigError(f"{path}: a {spec.title} file must end in {spec.suffix}")
+        raise ConfigError(f"{path}: an export to {spec.title} must end in {spec.suffix}")
     if not spec.suffix and Path(path).is_file():
         raise ConfigError(f"{path}: a {spec.title} is a folder, and a file has that name; choose another path")
     if not spec.suffix and Path(path).is_dir() and any(Path(path).iterdir()) and \
