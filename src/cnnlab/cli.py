@@ -17,8 +17,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the useful output
 
-from .config import (ATTRIBUTION_METHODS, COLOR_MODES, DATASETS, FIELDS, JIT_COMPILE, LR_SCHEDULES,  # noqa: E402  (light imports only)
-                     PRECISIONS, RECIPES, TEST_TIME_AUGMENTATIONS)
+from .config import (ATTRIBUTION_METHODS, COLOR_MODES, DATASETS, FIELDS, JIT_COMPILE,  # noqa: E402  (light imports)
+                     LR_SCHEDULES, PRECISIONS, RECIPES, TEST_TIME_AUGMENTATIONS)
 from .errors import AlreadyComplete, CnnlabError, DataError, TrainingInterrupted  # noqa: E402
 
 EXIT_USER_ERROR = 2
@@ -288,6 +288,7 @@ def build_parser():
     add_data_options(p.add_argument_group("data to verify on (default: the run's own)"), "the run's, else mnist")
     p.add_argument("--images", type=int, metavar="N", help="verify on the first N test images (default: all)")
     add_unsafe_option(p)
+
     p = sub.add_parser("tune", help="hyper-parameter search with Optuna: each trial a run, the best as a config file",
                        description="Search the network's and training's settings with an Optuna study: each trial is "
                        "a run directory in --out, pruned after an epoch when it is worse than the others were; the "
