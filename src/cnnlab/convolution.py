@@ -18,17 +18,13 @@ import numpy as np
 from .errors import ConfigError
 from .feeding import model_input, to_model
 from .graph import leaf_layers, rebuild
-from .inspection import CONV_KINDS, POOL_KINDS, conv_layers, network, output_list
+from .inspection import CONV_KINDS, POOL_KINDS, conv_layers, named_layer, network, output_list
 
 DIGITS = 6  # decimals the numbers are sent with
 
 
 def find_conv_layer(model, name):
-    for layer in conv_layers(model):
-        if layer.name == name:
-            return layer
-    raise ConfigError(f"{network(model).name} has no conv layer {name!r}; its conv layers are: "
-                      f"{', '.join(layer.name for layer in conv_layers(model))}")
+    return named_layer(model, name, conv_layers(model))
 
 
 @functools.lru_cache(maxsize=8)

@@ -14,7 +14,7 @@ import h5py
 import keras
 import numpy as np
 
-from .errors import ModelFileError
+from .errors import ConfigError, ModelFileError
 from .feeding import model_input, to_model
 from .graph import leaf_layers, rebuild
 
@@ -227,6 +227,15 @@ def fresh_weights(initializer, shape, seed=0) -> np.ndarray:
     settings = initializer.get_config()
     fresh = initializer.__class__.from_config({**settings, "seed": seed} if "seed" in settings else settings)
     return keras.ops.convert_to_numpy(fresh(shape=tuple(shape)))
+
+
+def named_layer(model, name, layers, kind="conv layer"):
+    """The layer of `layers` (of `model`) called `name`, or a one-line error that lists them."""
+    for layer in layers:
+        if layer.name == name:
+            return layer
+    raise ConfigError(f"{network(model).name} has no {kind} {name!r}; its {kind}s are: "
+                      f"{', '.join(layer.name for layer in layers)}")
 
 
 def _initializer_names(layer, weight) -> list:

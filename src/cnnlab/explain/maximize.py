@@ -22,7 +22,7 @@ from keras import ops
 from ..errors import ConfigError
 from ..feeding import model_input, to_model
 from ..graph import output_layer, rebuild
-from ..inspection import conv_layers, network
+from ..inspection import conv_layers, named_layer, network
 from .gradient import gradient_function
 from .scores import class_scores
 
@@ -42,11 +42,7 @@ def layer_names(model) -> list:
 
 def find_layer(model, layer_name):
     net = network(model)
-    for layer in [*conv_layers(net), output_layer(net)]:
-        if layer.name == layer_name:
-            return layer
-    raise ConfigError(f"{net.name} has no conv or output layer {layer_name!r}; its layers are: "
-                      f"{', '.join(layer_names(model))}")
+    return named_layer(model, layer_name, [*conv_layers(net), output_layer(net)], kind="conv or output layer")
 
 
 @functools.lru_cache(maxsize=16)
