@@ -1,15 +1,16 @@
-"""A worker of a study (started by `cnnlab tune --workers W`): python -m cnnlab.tune TUNE_DIR STORAGE TRIALS INDEX."""
+"""A worker of a study (started by `cnnlab tune --workers W`):
+python -m cnnlab.tune TUNE_DIR STORAGE TRIALS INDEX [DATA_DIR]."""
 
 import sys
 
 from ..errors import CnnlabError, TrainingInterrupted
 
 
-def main(out, storage, trials, index):
+def main(out, storage, trials, index, data_dir=""):
     from .study import run_worker
 
     try:
-        run_worker(out, storage, int(trials), int(index))
+        run_worker(out, storage, int(trials), int(index), data_dir or None)
     except (KeyboardInterrupt, TrainingInterrupted):
         return 130
     except CnnlabError as e:

@@ -116,7 +116,7 @@ def tune(trials, out=None, workers=1, storage=None, space=None, pruner=None, sta
         if workers == 1:
             run_trials(study, out, trials, pruner=pruner, base=base)
         else:
-            _run_workers(out, url, trials, workers)
+            _run_workers(out, url, trials, workers, base.data_dir)
     except (KeyboardInterrupt, TrainingInterrupted):
         raise TuneInterrupted(out, trials) from None
     return finish(study, out, base)
@@ -167,9 +167,12 @@ def make_pruner(name, startup_trials, epochs):
     return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0)
 
 
-def run_worker(out, url, trials, worker):
-    """A worker process's part (python -m cnnlab.tune): the study's trials from its storage."""
-    run_trials(_open_study(out, url), out, trials, worker)
+def run_worker(out, url, trials, worker, data_dir=None):
+    """A worker process's part (python -m cnnlab.tune): the study's trials from its storage, with this machine's
+    `data_dir` (the stored one is the first machine's)."""
+    study = _open_study(out, url)
+    base = make_config(**{**study.user_attrs[ATTRIBUTE]["settings"], "data_dir": data_dir}) if data_dir else None
+    run_trials(study, out, trials, worker, base=base)
 
 
 def run_trials(study, out, trials, worker=0, pruner=None, base=None):
@@ -236,12 +239,14 @@ def worker_environment(threads):
             "OMP_NUM_THREADS": str(threads)}
 
 
-def _run_workers(out, url, trials, workers):
-    """`workers` processes on this machine, each running trials of the study until it has `trials`."""
+def _run_workers(out, url, trials, workers, data_dir=None):
+    """`workers` processes on this machine, each running trials of the study until it has `trials`, each reading
+    the named dataset from this machine's `data_dir`."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     print(f"Starting {workers} workers ({threads} thread{'s' * (threads != 1)} each) on {url}", flush=True)
-    processes = [subprocess.Popen([sys.executable, "-m", "cnnlab.tune", str(out), url, str(trials), str(k)],
-                                  env=worker_environment(threads)) for k in range(workers)]
+    command = [sys.executable, "-m", "cnnlab.tune", str(out), url, str(trials)]
+    processes = [subprocess.Popen([*command, str(k), data_dir or ""], env=worker_environment(threads))
+                 for k in range(workers)]
     try:
         codes = [process.wait() for process in processes]
     except KeyboardInterrupt:  # the workers had the Ctrl-C too: let them fail their trials and stop
@@ -251,7 +256,8 @@ def _run_workers(out, url, trials, workers):
     failed = [(k, code) for k, code in enumerate(codes) if code]
     if failed:
         raise CnnlabError(f"worker {failed[0][0]} stopped with exit status {failed[0][1]} (its error is above); the "
-                          f"finished trials are kept: continue by running tune again with out={str(out)!r} and trials={trials}")
+                          f"finished trials are kept: continue by running tune again with out={str(out)!r} and "
+                          f"trials={trials}")
 
 
 def finish(study, out, base: Config) -> TuneResult:
