@@ -13,9 +13,9 @@ import numpy as np
 from . import files, plots
 from .data import DIGIT_STYLE
 from .evaluation import as_probabilities
-from .explain.attributions import explained_classes, method_options
+from .explain.attributions import method_options
 from .explain.faithfulness import STEPS, compare_methods
-from .explain.scores import model_image
+from .explain.scores import explained_classes, model_image
 
 
 def explain_input(model, image, out_stem, methods, class_index=None, class_names=None, title="input", options=None,

@@ -21,7 +21,7 @@ from .cam import gradcam, gradcam_plus_plus, scorecam
 from .integrated_gradients import integrated_gradients
 from .occlusion import occlusion
 from .saliency import gradients, smoothgrad
-from .scores import chunk_size, in_chunks, model_images
+from .scores import explained_classes
 
 METHODS = dict(zip(ATTRIBUTION_METHODS, (gradcam, gradcam_plus_plus, scorecam, gradients, smoothgrad,
                                          integrated_gradients, occlusion)))
@@ -55,23 +55,6 @@ def attributions(model, images, method, class_index=None, **options) -> np.ndarr
         raise ConfigError(f"{method} weighs the last conv layer's maps and {model.name} has no conv layer; use "
                           f"saliency, smoothgrad, integrated_gradients or occlusion")
     return METHODS[method](model, images, explained_classes(model, images, class_index), **options)
-
-
-def explained_classes(model, images, class_index=None) -> np.ndarray:
-    """One class per image: the given one(s), else the one the whole model predicts (an ensemble's too)."""
-    count = model.output_shape[-1]
-    if class_index is None:
-        predict = model.predict_on_batch
-        outputs = in_chunks(lambda x: np.asarray(predict(model_images(model, x))), images,
-                            size=chunk_size(images.shape[1:]))
-        return outputs.argmax(axis=1)
-    if np.ndim(class_index) and np.size(class_index) != len(images):
-        raise ConfigError(f"class_index gives {np.size(class_index)} classes for {len(images)} images; give one "
-                          f"class, one per image, or None (each image's predicted class)")
-    classes = np.broadcast_to(np.asarray(class_index), (len(images),)).astype(int)
-    if np.any((classes < 0) | (classes >= count)):
-        raise ConfigError(f"class index must be in 0..{count - 1}, not {class_index}")
-    return classes
 
 
 def pixel_heat(maps, method) -> np.ndarray:

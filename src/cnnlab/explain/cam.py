@@ -16,8 +16,8 @@ from keras import ops
 from ..graph import output_layer, rebuild
 from ..inspection import conv_layers, network
 from .gradient import gradient_function
-from .scores import (chunk_size, class_probabilities, class_score, class_scores, in_chunks, model_images, normalise,
-                     one_hot, predicted_class)
+from .scores import (chunk_size, class_probabilities, class_score, class_scores, explained_classes, in_chunks,
+                     model_images, normalise, one_hot)
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,5 +97,5 @@ def scorecam(model, images, classes):
 def grad_cam(model, image, class_index=None) -> np.ndarray:
     """Grad-CAM heat map (H, W) in [0, 1] for one (H, W, C) image, from the last conv layer (inside nested models
     too), for the predicted class unless `class_index` says another."""
-    class_index = predicted_class(model, image) if class_index is None else class_index
-    return gradcam(model, np.asarray(image, np.float32)[None], [class_index])[0]
+    images = np.asarray(image, np.float32)[None]
+    return gradcam(model, images, explained_classes(model, images, class_index))[0]

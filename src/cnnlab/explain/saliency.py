@@ -7,7 +7,8 @@ import numpy as np
 from ..errors import ConfigError
 from ..feeding import model_input
 from .gradient import gradient_function
-from .scores import chunk_size, class_score, in_chunks, model_images, normalise, one_hot, predicted_class, score_model
+from .scores import (chunk_size, class_score, explained_classes, in_chunks, model_images, normalise, one_hot,
+                     score_model)
 
 
 def input_gradients(model, images, classes, target=class_score):
@@ -46,6 +47,6 @@ def smoothgrad(model, images, classes, samples=25, noise=0.15, seed=0):
 def saliency(model, image, class_index=None) -> np.ndarray:
     """Absolute gradient of the class score with respect to each input pixel, (H, W) in [0, 1] (the largest over a
     colour image's channels): the heat map the report and the web app draw."""
-    class_index = predicted_class(model, image) if class_index is None else class_index
-    grads = np.abs(gradients(model, np.asarray(image, np.float32)[None], [class_index]))[0]
+    images = np.asarray(image, np.float32)[None]
+    grads = np.abs(gradients(model, images, explained_classes(model, images, class_index)))[0]
     return normalise(grads.max(axis=-1))

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..errors import ConfigError
 from ..feeding import model_input, to_model
 from ..graph import output_layer, rebuild
 from ..inspection import network
@@ -61,8 +62,26 @@ def model_images(model, images):
     return to_model(model_input(model), np.asarray(images, np.float32))
 
 
-def predicted_class(model, image):
-    return int(np.argmax(model.predict(model_image(model, image), verbose=0)[0]))
+def explained_classes(model, images, class_index=None) -> np.ndarray:
+    """One class per image: the given one(s), else the one the whole model predicts (an ensemble's too)."""
+    count = model.output_shape[-1]
+    if class_index is None:
+        predict = model.predict_on_batch
+        outputs = in_chunks(lambda x: np.asarray(predict(model_images(model, x))), images,
+                            size=chunk_size(images.shape[1:]))
+        return outputs.argmax(axis=1)
+    if np.ndim(class_index) and np.size(class_index) != len(images):
+        raise ConfigError(f"class_index gives {np.size(class_index)} classes for {len(images)} images; give one "
+                          f"class, one per image, or None (each image's predicted class)")
+    classes = np.broadcast_to(np.asarray(class_index), (len(images),)).astype(int)
+    if np.any((classes < 0) | (classes >= count)):
+        raise ConfigError(f"class index must be in 0..{count - 1}, not {class_index}")
+    return classes
+
+
+def predicted_class(model, image) -> int:
+    """The class the whole model predicts for one (H, W, C) image in [0, 1]."""
+    return int(explained_classes(model, np.asarray(image, np.float32)[None])[0])
 
 
 def chunk_size(image_shape) -> int:
