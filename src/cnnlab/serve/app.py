@@ -212,6 +212,9 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
             **shown,
         }
 
+    def overlay(image, heat):
+        return {"heatmap": np.round(heat, 4).tolist(), "png": render.grad_cam_png(image, heat)}
+
     def explain_image(data, preprocess, class_index, method):
         if class_index is not None and class_index >= len(names):
             raise BadRequest(422, f"class_index must be in 0..{len(names) - 1}, not {class_index}")
@@ -225,15 +228,15 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
             height, width, channels = activations.shape
             maps.append({"layer": layer, "height": height, "width": width, "channels": channels,
                          "columns": columns, "png": png})
+        grad_cam = {"layer": found["grad_cam_layer"], **overlay(image, found["grad_cam"])}
         return JSONResponse({
             **prediction(found["probabilities"], 3, shown),
             "explained": class_entry(found["class_index"], found["probabilities"][found["class_index"]]),
             "feature_maps": maps,
-            "grad_cam": {"layer": found["grad_cam_layer"], "heatmap": np.round(found["grad_cam"], 4).tolist(),
-                         "png": render.grad_cam_png(image, found["grad_cam"])},
-            "attribution": {"method": method, "name": METHOD_NAMES[method],
-                            "heatmap": np.round(found["attribution"], 4).tolist(),
-                            "png": render.grad_cam_png(image, found["attribution"])},
+            "grad_cam": grad_cam,
+            "attribution": {"method": method, "name": METHOD_NAMES[method],  # Grad-CAM's: drawn once
+                            **(overlay(image, found["attribution"]) if method != "gradcam" else
+                               {key: grad_cam[key] for key in ("heatmap", "png")})},
         })
 
     def conv_value(data, preprocess, layer, channel, y, x):
