@@ -51,6 +51,16 @@ class MLflowLogger:
     alone)."""
 
     def __init__(self, uri, run_dir, params):
+        try:
+            self._start(uri, run_dir, params)
+        except CnnlabError:
+            raise
+        except Exception as e:  # MLflow's own errors for a URI it cannot use: an unknown scheme, a server not there
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CnnlabError(f"cannot log to MLflow at {uri} ({reason}); give mlflow= a tracking URI MLflow accepts "
+                              f"(http://host:5000, sqlite:///path/mlflow.db) or 'local'") from None
+
+    def _start(self, uri, run_dir, params):
         self.uri, self.run = uri, RunDir(run_dir)
         self.client = client_class()(tracking_uri=uri)
         recorded = self.run.read_json(self.run.path / RUN_FILE) if (self.run.path / RUN_FILE).is_file() else {}
@@ -127,15 +137,7 @@ def mlflow_run(config, run_dir):
         yield None
         return
     run = RunDir(run_dir)
-    uri = tracking_uri(config.mlflow, run.path.parent)
-    try:
-        logger = MLflowLogger(uri, run.path, config.to_dict())
-    except CnnlabError:
-        raise
-    except Exception as e:  # MLflow's own errors for a URI it cannot use: an unknown scheme, a server not there
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise CnnlabError(f"mlflow={config.mlflow!r}: cannot log to {uri} ({reason}); give a tracking URI MLflow "
-                          f"accepts (http://host:5000, sqlite:///path/mlflow.db) or 'local'") from None
+    logger = MLflowLogger(tracking_uri(config.mlflow, run.path.parent), run.path, config.to_dict())
     try:
         yield logger
     except (TrainingInterrupted, KeyboardInterrupt):
