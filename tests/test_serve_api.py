@@ -147,6 +147,8 @@ def test_explain_by_each_attribution_method(client, classifier):
         np.testing.assert_allclose(shown["heatmap"], expected, atol=2e-3, err_msg=method)
     refused = client.post("/api/explain?method=lime", files={"file": ("four.png", drawing(), "image/png")})
     assert refused.status_code == 422 and "gradcam, gradcam++" in refused.json()["detail"]
+    spaced = client.post("/api/explain?method=gradcam++", files={"file": ("four.png", drawing(), "image/png")})
+    assert spaced.status_code == 422 and spaced.json()["detail"].endswith("is a space: write gradcam%2B%2B")
 
 
 def multipart_without_boundary(client):

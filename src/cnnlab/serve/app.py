@@ -219,7 +219,8 @@ def create_app(classifier, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIX
         if class_index is not None and class_index >= len(names):
             raise BadRequest(422, f"class_index must be in 0..{len(names) - 1}, not {class_index}")
         if method not in METHODS:
-            raise BadRequest(422, f"method must be one of {', '.join(METHODS)}, not {method!r}")
+            plus = "; a + in a URL's query is a space: write gradcam%2B%2B" if " " in method else ""
+            raise BadRequest(422, f"method must be one of {', '.join(METHODS)}, not {method!r}{plus}")
         image, shown = prepared_input(data, preprocess)
         found = classifier.explain(image, class_index, method)
         maps = []
