@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from cnnlab.data import read_idx
 from cnnlab.errors import ImageError
-from cnnlab.preprocess import MAX_PIXELS, mnist_like, plain_input, prepare, read_image, stroke_width
+from cnnlab.preprocess import MAX_PIXELS, _rank_filter, mnist_like, plain_input, prepare, read_image, stroke_width
 
 
 def seven(canvas=(300, 300), at=(50, 40), size=200, ink=255, paper=0, mode="L", width=16):
@@ -168,6 +168,14 @@ def test_no_preprocess_only_resizes_and_scales():
     np.testing.assert_allclose(prepared.input[..., 0], digit / 255, atol=1e-6)
     bigger = plain_input(np.asarray(seven(canvas=(280, 280), at=(40, 40), size=200, width=20), np.float32) / 255)
     assert bigger.shape == (28, 28, 1) and 0.9 < bigger.max() <= 1
+
+
+@pytest.mark.parametrize("shape, size", [((32, 32), 5), ((80, 57), 3), ((61, 80), 7), ((3, 2), 5)])
+def test_the_rank_filters_are_pillows(shape, size):
+    x = np.random.default_rng(size).random(shape).astype(np.float32)
+    for pillow, extreme in ((ImageFilter.MinFilter, np.minimum), (ImageFilter.MaxFilter, np.maximum)):
+        expected = np.asarray(Image.fromarray(x, "F").filter(pillow(size)), np.float32)
+        np.testing.assert_array_equal(_rank_filter(x, size, extreme), expected)
 
 
 # ---------------------------------------------------------------- real MNIST digits

