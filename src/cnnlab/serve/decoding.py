@@ -43,6 +43,7 @@ from .render import input_png
 DECODER_PROCESSES = min(4, os.cpu_count() or 1)  # more would wait for the one process that parses HTTP
 DECODER_THREADS = os.cpu_count() or 2
 TRIES = 2  # workers an image may see die before it is refused
+CRASHED = f"the image decoder crashed on this image {TRIES} times; the file is damaged or made to crash it"
 READY = "ready"
 HEADER = struct.Struct("!Q")  # each message: its length, then its pickle
 log = logging.getLogger(__name__)
@@ -216,8 +217,7 @@ class Decoders:
             if job.tries < TRIES:
                 self._waiting.appendleft(job)
             else:
-                _settle(job.future, ("image error", f"the image decoder crashed on this image {TRIES} times; the "
-                                                    "file is damaged or made to crash decoders"))
+                _settle(job.future, ("image error", CRASHED))
         task = self._loop.create_task(self._replace())
         self._replacing.add(task)  # kept until done: the loop holds tasks only weakly
         task.add_done_callback(self._replacing.discard)
