@@ -64,13 +64,17 @@ def _work():
     os.dup2(2, 1)  # whatever a library prints goes to the server's log, not into the answers
     _send(answers, READY)
     while (job := _received(jobs)) is not None:
-        try:
-            answer = ("input", made_input(*job))
-        except ImageError as e:
-            answer = ("image error", str(e))
-        except Exception:  # noqa: BLE001  (a fault, not bad input: the server logs it and answers 500)
-            answer = ("fault", traceback.format_exc())
-        _send(answers, answer)
+        _send(answers, _answer(job))
+
+
+def _answer(job):
+    """(kind, value) for a job: ("input", made_input's pair), ("image error", why) or ("fault", the traceback)."""
+    try:
+        return "input", made_input(*job)
+    except ImageError as e:
+        return "image error", str(e)
+    except Exception:  # noqa: BLE001  (a fault, not bad input: the server logs it and answers 500)
+        return "fault", traceback.format_exc()
 
 
 def _send(stream, message):
@@ -112,7 +116,6 @@ class _Job:
 class _Worker:
     process: subprocess.Popen  # its stdin takes the jobs, its stdout gives the answers
     job: _Job | None = None  # the image it has
-    gone: bool = False
 
 
 class Decoders:
@@ -163,7 +166,6 @@ class Decoders:
         """Stop the workers (each finishes the image it has); images still waiting are refused."""
         workers, self._workers = self._workers, []
         for worker in workers:
-            worker.gone = True
             self._loop.remove_reader(worker.process.stdout.fileno())
         await anyio.to_thread.run_sync(lambda: [_stop(worker) for worker in workers])
         while self._waiting:
@@ -204,9 +206,6 @@ class Decoders:
         self._dispatch()
 
     def _died(self, worker):
-        if worker.gone:
-            return
-        worker.gone = True
         self._loop.remove_reader(worker.process.stdout.fileno())
         self._workers.remove(worker)
         _stop(worker)  # reaped: its exit code is known
@@ -232,21 +231,12 @@ class Decoders:
                 self._in_threads(e)
                 while self._waiting:
                     job = self._waiting.popleft()
-                    _settle(job.future, await _in_thread(job, self._threads))
+                    answer = await anyio.to_thread.run_sync(_answer, pickle.loads(job.payload), limiter=self._threads)
+                    _settle(job.future, answer)
             return
         if self._loop is None:  # closed meanwhile
             return await anyio.to_thread.run_sync(_stop, worker)
         self._watch(worker)
-
-
-async def _in_thread(job, limiter):
-    """A job's answer, made in a thread of this process."""
-    try:
-        return "input", await anyio.to_thread.run_sync(made_input, *pickle.loads(job.payload), limiter=limiter)
-    except ImageError as e:
-        return "image error", str(e)
-    except Exception:  # noqa: BLE001  (as in a worker: a fault, answered 500)
-        return "fault", traceback.format_exc()
 
 
 def _started_workers(count):
