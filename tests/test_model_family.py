@@ -7,14 +7,19 @@ learning shape); a Rescaling(1/255) first layer trained on 0..255 pixels.
 """
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
+from cnnlab.evaluation import as_probabilities
+from cnnlab.prediction import Classifier
 
 L = keras.layers
 
@@ -130,6 +135,32 @@ def test_the_report_of_every_family_member_is_whole(family, tmp_path, name):
     assert "Grad-CAM" in page and page.count("data:image/png;base64,") >= 8
     scored = f"{family[name]['keras_accuracy']:.2%}"
     assert scored in page, (name, scored)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FAMILY.keys() - NO_CONV))
+def test_predict_and_serve_take_every_family_member(family, name):
+    """The Classifier behind predict and serve, on models named as keras.Model names them ("functional")."""
+    classifier = Classifier.load(family[name]["paths"][".keras"])
+    image = load_dataset("digits").x_test[0]
+    found = classifier.explain(image)
+    assert found["feature_maps"] and found["grad_cam"].shape == image.shape[:2]
+    model = keras.models.load_model(family[name]["paths"][".keras"])
+    expected = model.predict(as_trained(name, image[None]), verbose=0)[0]
+    np.testing.assert_allclose(found["probabilities"], as_probabilities(expected[None])[0], atol=1e-5)
+
+
+def test_a_model_named_as_keras_names_it_is_predicted_in_a_fresh_process(tmp_path):
+    """keras.Model(inputs, outputs) is named "functional", and so is the next model a fresh process makes unnamed:
+    `cnnlab predict` (and serve) once made one beside the loaded model and failed on the clash."""
+    inputs = keras.Input((40, 48, 3))
+    x = L.Conv2D(4, 3, activation="relu")(L.Rescaling(1 / 255)(inputs))
+    keras.Model(inputs, L.Dense(5)(L.GlobalAveragePooling2D()(x)), name="functional").save(tmp_path / "m.keras")
+    Image.fromarray(np.full((60, 80, 3), 128, np.uint8)).save(tmp_path / "photo.png")
+    done = subprocess.run([sys.executable, "-m", "cnnlab", "predict", str(tmp_path / "m.keras"),
+                           str(tmp_path / "photo.png")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "photo.png" in done.stdout
 
 
 def test_a_rescaling_after_a_nested_augmentation_block_is_found():

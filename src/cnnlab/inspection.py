@@ -252,7 +252,10 @@ def feature_map_model(model, include_pooling=False):
     model = network(model)
     layers = [layer for layer in leaf_layers(model) if isinstance(layer, kinds)]
     tapped = rebuild(model, taps=layers)
-    return keras.Model(tapped.input, [tapped.taps[layer] for layer in layers]), [layer.name for layer in layers]
+    # named after the network: a model that calls both (prediction.Classifier) needs its parts' names unique, and
+    # keras.Model(inputs, outputs), as tutorials write it, is named "functional" as this one would be
+    extractor = keras.Model(tapped.input, [tapped.taps[layer] for layer in layers], name=f"{model.name}_feature_maps")
+    return extractor, [layer.name for layer in layers]
 
 
 def output_list(outputs) -> list:
