@@ -62,9 +62,12 @@ def _work():
     jobs, answers = os.fdopen(os.dup(0), "rb", buffering=0), os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(2, 1)  # whatever a library prints goes to the server's log, not into the answers
-    _send(answers, READY)
-    while (job := _received(jobs)) is not None:
-        _send(answers, _answer(job))
+    try:
+        _send(answers, READY)
+        while (job := _received(jobs)) is not None:
+            _send(answers, _answer(job))
+    except BrokenPipeError:  # the server stopped, or closed this worker, first
+        return
 
 
 def _answer(job):
