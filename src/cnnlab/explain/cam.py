@@ -51,6 +51,18 @@ def activations_and_gradients(model, images, classes):
     return in_chunks(chunk, np.asarray(images, np.float32), weights, size=chunk_size(np.shape(images)[1:]))
 
 
+def last_conv_activations(model, images):
+    """The last conv layer's activations (N, h, w, k), from a forward pass only."""
+    cam_model = _cam_model(model)
+    offset_shape = tuple(cam_model.inputs[1].shape[1:])
+
+    def chunk(x):
+        return np.asarray(cam_model.predict_on_batch([model_images(model, x),
+                                                      np.zeros((len(x), *offset_shape), np.float32)])[0])
+
+    return in_chunks(chunk, np.asarray(images, np.float32), size=chunk_size(np.shape(images)[1:]))
+
+
 def upsampled(maps, size):
     """(N, h, w) or (N, h, w, k) maps resized to the input's (H, W), bilinearly."""
     maps = np.asarray(maps, np.float32)
@@ -83,8 +95,7 @@ def scorecam(model, images, classes):
     """Each channel's map, upsampled and scaled to [0, 1], masks the input; its weight is the class probability of
     the masked input (as tf-keras-vis weighs them). One model call for all of an image's channels."""
     images = np.asarray(images, np.float32)
-    activations, _ = activations_and_gradients(model, images, classes)
-    masks = upsampled(activations, images.shape[1:3])  # (N, H, W, k)
+    masks = upsampled(last_conv_activations(model, images), images.shape[1:3])  # (N, H, W, k)
     low, high = masks.min(axis=(1, 2), keepdims=True), masks.max(axis=(1, 2), keepdims=True)
     masks = np.moveaxis(np.where(high > low, (masks - low) / np.where(high > low, high - low, 1), 0), -1, 1)
     cams = []

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ConfigError, ImageError
 from .saliency import input_gradients
-from .scores import class_probability
+from .scores import chunk_size, class_probability
 
 BLUR_SIGMA = 1 / 8  # the blurred baseline's Gaussian, as a share of the image's longer side
 
@@ -36,7 +36,7 @@ def baseline_images(images, baseline="black"):
 
 def integrated_gradients(model, images, classes, steps=64, baseline="black"):
     """Signed attributions of the input's shape, with the trapezoidal rule over `steps` intervals (the error falls
-    as 1 / steps squared); all of an image's `steps + 1` points go through the model in a few calls."""
+    as 1 / steps squared); the `steps + 1` points of as many images as fill a model call go through it together."""
     if not (isinstance(steps, (int, np.integer)) and steps >= 1):
         raise ConfigError(f"steps must be a whole number of at least 1, not {steps!r}")
     images = np.asarray(images, np.float32)
@@ -44,9 +44,13 @@ def integrated_gradients(model, images, classes, steps=64, baseline="black"):
     alphas = np.linspace(0, 1, int(steps) + 1, dtype=np.float32)
     trapezoid = np.full(len(alphas), 1 / steps, np.float32)
     trapezoid[[0, -1]] /= 2
+    classes = np.asarray(classes)
+    together = max(1, chunk_size(images.shape[1:]) // len(alphas))  # images whose paths fill a model call
     maps = []
-    for image, start, class_index in zip(images, baselines, classes):
-        path = start + alphas[:, None, None, None] * (image - start)
-        grads = input_gradients(model, path, np.full(len(path), class_index), target=class_probability)
-        maps.append((image - start) * np.tensordot(trapezoid, grads, axes=1))
-    return np.array(maps, np.float32)
+    for first in range(0, len(images), together):
+        x, start = images[first:first + together], baselines[first:first + together]
+        paths = start[:, None] + alphas[None, :, None, None, None] * (x - start)[:, None]  # (n, steps + 1, H, W, C)
+        grads = input_gradients(model, paths.reshape(-1, *x.shape[1:]),
+                                np.repeat(classes[first:first + together], len(alphas)), target=class_probability)
+        maps.append((x - start) * np.einsum("s,nshwc->nhwc", trapezoid, grads.reshape(paths.shape)))
+    return np.concatenate(maps).astype(np.float32)

@@ -24,7 +24,7 @@ from ..feeding import model_input, to_model
 from ..graph import output_layer, rebuild
 from ..inspection import conv_layers, named_layer, network
 from .gradient import gradient_function
-from .scores import class_scores
+from .scores import score_model
 
 STEPS = 128
 LEARNING_RATE = 0.05  # of the image's [0, 1] range per step, along the normalised gradient
@@ -50,8 +50,7 @@ def _response_model(model, layer_name):
     """The model's input -> the layer's output: a conv layer's activations, or the output layer's class scores."""
     net, layer = network(model), find_layer(model, layer_name)
     if layer is output_layer(net):
-        rebuilt = rebuild(net, patch={layer: class_scores})
-        return keras.Model(rebuilt.input, rebuilt.output)
+        return score_model(model)
     rebuilt = rebuild(net, taps=[layer])
     return keras.Model(rebuilt.input, rebuilt.taps[layer])
 

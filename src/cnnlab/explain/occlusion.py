@@ -1,11 +1,11 @@
 """Occlusion (Zeiler and Fergus, 2014): cover one patch of the input at a time with the baseline colour and watch
 the class probability fall. No gradients, so it explains any model exactly as it predicts, at one model call per
-patch position (all of an image's positions in a few batched calls)."""
+patch position (the positions of as many images as fill a model call in one)."""
 
 import numpy as np
 
 from ..errors import ConfigError
-from .scores import class_probabilities
+from .scores import chunk_size, class_probabilities
 
 
 def default_patch(size) -> int:
@@ -31,16 +31,23 @@ def occlusion(model, images, classes, patch=None, stride=None, fill=0.0):
         raise ConfigError(f"occlusion needs 1 <= patch <= {min(height, width)} (the image's shorter side) and "
                          f"stride >= 1, not patch {patch}, stride {stride}")
     windows = [(top, left) for top in starts(height, patch, stride) for left in starts(width, patch, stride)]
+    classes = np.asarray(classes)
+    count = np.zeros((height, width))
+    for top, left in windows:
+        count[top:top + patch, left:left + patch] += 1
+    uncovered = class_probabilities(model, images, classes)
+    together = max(1, chunk_size(images.shape[1:]) // len(windows))  # images whose windows fill a model call
     maps = []
-    for image, class_index in zip(images, classes):
-        covered = np.repeat(image[None], len(windows), axis=0)
+    for first in range(0, len(images), together):
+        group = images[first:first + together]
+        covered = np.repeat(group, len(windows), axis=0)  # each image's copies, one a window
         for k, (top, left) in enumerate(windows):
-            covered[k, top:top + patch, left:left + patch] = fill
-        drops = class_probabilities(model, image[None], [class_index])[0] \
-            - class_probabilities(model, covered, np.full(len(windows), class_index))
-        total, count = np.zeros((height, width)), np.zeros((height, width))
-        for drop, (top, left) in zip(drops, windows):
-            total[top:top + patch, left:left + patch] += drop
-            count[top:top + patch, left:left + patch] += 1
-        maps.append(total / count)
+            covered[k::len(windows), top:top + patch, left:left + patch] = fill
+        drops = uncovered[first:first + together, None] - class_probabilities(
+            model, covered, np.repeat(classes[first:first + together], len(windows))).reshape(len(group), -1)
+        for image_drops in drops:
+            total = np.zeros((height, width))
+            for drop, (top, left) in zip(image_drops, windows):
+                total[top:top + patch, left:left + patch] += drop
+            maps.append(total / count)
     return np.array(maps, np.float32)
