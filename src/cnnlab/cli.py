@@ -529,7 +529,7 @@ def explain_methods(args) -> list:
 
 def command_explain(args):
     from . import files
-    from .explain.attributions import NEEDS_CONV
+    from .explain.attributions import usable_methods
     from .explanation import explain_input
     from .inspection import check_image_model, conv_layers, load_model
     from .prediction import class_names_for, style_for
@@ -539,7 +539,7 @@ def command_explain(args):
                               looked_inside=False)
     out = files.check_writable(figures_folder(args))
     if not conv_layers(model):
-        methods = [m for m in methods if m not in NEEDS_CONV]
+        methods = usable_methods(model, methods)
         if not methods:
             raise CnnlabError(f"{args.model}: model has no conv layer, so the CAM methods have nothing to weigh; "
                               f"choose saliency, smoothgrad, integrated_gradients or occlusion")

@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 CLUSTER_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "JAX_COORDINATOR_ADDRESS")
 JAX_ONLY = "several devices or processes need the JAX backend (keras.distribution is JAX-only in Keras 3): " \
@@ -103,7 +103,7 @@ def initialize(coordinator=None, num_processes=None, process_id=None):
     try:
         keras.distribution.initialize(coordinator, num_processes, process_id)
     except (RuntimeError, ValueError) as e:  # JAX already started, or a mismatch of addresses and counts
-        raise ConfigError(f"could not join the cluster at {coordinator}: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"could not join the cluster at {coordinator}: {first_line(e)}") from None
 
 
 def _is_address(text):

@@ -9,6 +9,13 @@ class CnnlabError(Exception):
     """Base class: the CLI prints the message on one line and exits with status 2."""
 
 
+def first_line(error) -> str:
+    """Another library's exception as a reason to quote in one line: its message's first line (at most 200
+    characters), or its type when it has no message."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
 def resume_call(run_dir, function="train_run") -> str:
     """The Python call that continues the run in `run_dir`; the CLI shows it as `cnnlab train --resume RUN_DIR`
     (`cnnlab run ...` for `function` "run")."""

@@ -13,7 +13,6 @@ import numpy as np
 from . import files, plots
 from .data import DIGIT_STYLE
 from .evaluation import as_probabilities
-from .explain.attributions import method_options
 from .explain.faithfulness import STEPS, compare_methods
 from .explain.scores import explained_classes, model_image
 
@@ -25,7 +24,7 @@ def explain_input(model, image, out_stem, methods, class_index=None, class_names
     out_stem = Path(out_stem)
     image = np.asarray(image, np.float32)
     probabilities = as_probabilities(model.predict_on_batch(model_image(model, image)))[0]
-    classes = explained_classes(model, image[None], class_index)
+    classes = explained_classes(model, image[None], int(probabilities.argmax()) if class_index is None else class_index)
     explained = int(classes[0])
     names = list(class_names) if class_names else [str(c) for c in range(len(probabilities))]
     options = {method: option for method, option in (options or {}).items() if method in methods and option}
@@ -46,7 +45,7 @@ def explain_input(model, image, out_stem, methods, class_index=None, class_names
         "figure": paths[0].name, "deletion_insertion_steps": STEPS,
         "methods": {m: {"name": results[m]["name"], "map_shape": list(results[m]["maps"].shape[1:]),
                         "options": {k: v if isinstance(v, (int, float, str)) else "an image"
-                                    for k, v in options.get(m, {}).items() if k in method_options(m)},
+                                    for k, v in options.get(m, {}).items()},
                         "seconds": round(results[m]["seconds_per_image"], 4),
                         "deletion_area": results[m]["deletion_area"], "insertion_area": results[m]["insertion_area"]}
                     for m in methods},

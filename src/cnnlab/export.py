@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from . import files
-from .errors import CnnlabError, ConfigError, ModelFileError
+from .errors import CnnlabError, ConfigError, ModelFileError, first_line
 from .evaluation import as_images, as_probabilities, predict
 from .feeding import model_input, to_model
 
@@ -78,7 +78,7 @@ def export_model(model, format, path, verify_with=None, tolerance=TOLERANCE) -> 
                 raise
             except Exception as e:  # the runtime cannot load or run what the converter wrote
                 raise ModelFileError(f"{path}: the exported model does not run in {spec.runtime} "
-                                     f"({_first_line(e)}); nothing was written") from None
+                                     f"({first_line(e)}); nothing was written") from None
             if record["max_abs_difference"] > tolerance:
                 raise ModelFileError(f"{path}: the exported model disagrees with Keras by up to "
                                      f"{record['max_abs_difference']:.3g} in a probability (tolerance {tolerance:g}; "
@@ -122,12 +122,7 @@ def _export(model, spec, tmp, path):
             signature = [keras.InputSpec(shape=model.input_shape, dtype="float32", name="image")]
             model.export(str(tmp), format=spec.keras_name, verbose=False, input_signature=signature)
     except Exception as e:  # the converters raise anything from ValueError to their own error types
-        raise ModelFileError(f"{path}: Keras could not export the model to {spec.title} ({_first_line(e)})") from None
-
-
-def _first_line(error) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+        raise ModelFileError(f"{path}: Keras could not export the model to {spec.title} ({first_line(e)})") from None
 
 
 def float32_copy(model):

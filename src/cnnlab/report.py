@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from . import environment, files, pages, plots
-from .config import ATTRIBUTION_METHODS
 from .data import DIGIT_STYLE, Dataset
 from .errors import CnnlabError
 from .evaluation import (confident_mistakes, confusion_matrix, normalise_rows, per_class_scores, scores, top_k,
                          view_probabilities)
 from .explain import attributions, pixel_heat
-from .explain.attributions import NAMES, NEEDS_CONV
+from .explain.attributions import NAMES, usable_methods
 from .explain.faithfulness import STEPS, compare_methods
 from .explain.scores import normalise
 from .feeding import model_input, to_model
@@ -180,10 +179,6 @@ def report_options(image_shape) -> dict:
             "occlusion": {"patch": patch, "stride": patch}}
 
 
-def report_methods(model) -> list:
-    return [m for m in ATTRIBUTION_METHODS if conv_layers(model) or m not in NEEDS_CONV]
-
-
 def attributions_section(model, data: Dataset, probabilities, mistakes) -> dict:
     """Every method's map of the first test image and of the most confident mistakes, for the predicted class."""
     indices = np.array([0, *mistakes[:ATTRIBUTION_MISTAKES]], int)
@@ -192,7 +187,7 @@ def attributions_section(model, data: Dataset, probabilities, mistakes) -> dict:
     print(f"  every attribution method on {len(indices)} image(s)", flush=True)
     options = report_options(data.image_shape)
     heats = {NAMES[m]: pixel_heat(attributions(model, images, m, predicted, **options.get(m, {})), m)
-             for m in report_methods(model)}
+             for m in usable_methods(model)}
     titles = [f"#{i}: {data.class_names[p]} {probabilities[i, p]:.0%}\ntrue: {data.class_names[data.y_test[i]]}"
               for i, p in zip(indices, predicted)]
     figure = plots.attribution_grid(images, heats, titles, predicted != data.y_test[indices], style=data.style)
@@ -205,7 +200,7 @@ def trust_section(model, data: Dataset, probabilities) -> dict:
     count = min(TRUST_IMAGES, len(data.x_test))
     images, predicted = data.x_test[:count], probabilities[:count].argmax(axis=1)
     print(f"  faithfulness and sanity check on {count} image(s)", flush=True)
-    results = compare_methods(model, images, predicted, report_methods(model), report_options(data.image_shape),
+    results = compare_methods(model, images, predicted, usable_methods(model), report_options(data.image_shape),
                               sanity=True)
     fractions = np.linspace(0, 1, STEPS + 1)
     curves = plots.faithfulness_curves(fractions, *({r["name"]: r[kind].mean(axis=0) for r in results.values()}

@@ -116,6 +116,13 @@ def _random_state_variables(model):
     return [v for v in model.variables if id(v) not in weights]
 
 
+def epoch_row(model, epoch, logs, started) -> dict:
+    """history.csv's row for a finished epoch: its number, Keras's logs, the learning rate and the seconds since
+    `started` (perf_counter)."""
+    return {"epoch": epoch + 1, **{key: float(value) for key, value in logs.items()},
+            "learning_rate": float(_numpy(model.optimizer.learning_rate)), "seconds": time.perf_counter() - started}
+
+
 def _numpy(variable):
     """A Keras variable's value as NumPy (np.asarray goes through the variable's own __array__, which NumPy 2
     accepts; keras.ops.convert_to_numpy warns about the copy keyword on the TensorFlow backend)."""
@@ -212,10 +219,7 @@ class EpochRecorder(keras.callbacks.Callback):
         loss = float(logs.get("loss", float("nan")))
         if not math.isfinite(loss):
             raise self.divergence(loss, epoch)
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
-               "learning_rate": float(_numpy(self.model.optimizer.learning_rate)),
-               "seconds": time.perf_counter() - self._epoch_started}
-        history = history_with(self.state["history"], row)
+        history = history_with(self.state["history"], epoch_row(self.model, epoch, logs, self._epoch_started))
         value, best = logs.get(self.config.monitor), self.state["best_value"]
         improved = is_improvement(value, best, self.mode, self.config.min_delta)
         checkpoint = self.run.checkpoint_model(epoch + 1)

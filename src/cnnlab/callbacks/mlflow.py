@@ -22,7 +22,7 @@ import numpy as np
 from .. import files
 from ..config import setting_text
 from ..distribution import is_writer
-from ..errors import CnnlabError, TrainingInterrupted
+from ..errors import CnnlabError, TrainingInterrupted, first_line
 from ..rundir import RunDir
 
 LOCAL = "local"  # config.mlflow: the SQLite store in the runs folder
@@ -56,9 +56,8 @@ class MLflowLogger:
         except CnnlabError:
             raise
         except Exception as e:  # MLflow's own errors for a URI it cannot use: an unknown scheme, a server not there
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise CnnlabError(f"cannot log to MLflow at {uri} ({reason}); give mlflow= a tracking URI MLflow accepts "
-                              f"(http://host:5000, sqlite:///path/mlflow.db) or 'local'") from None
+            raise CnnlabError(f"cannot log to MLflow at {uri} ({first_line(e)}); give mlflow= a tracking URI MLflow "
+                              f"accepts (http://host:5000, sqlite:///path/mlflow.db) or 'local'") from None
 
     def _start(self, uri, run_dir, params):
         self.uri, self.run = uri, RunDir(run_dir)

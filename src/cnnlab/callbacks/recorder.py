@@ -38,7 +38,7 @@ from ..inspection import load_model
 from ..model import summary_text
 from ..pipeline import load_data, test_and_report
 from ..rundir import RunDir
-from ..training import history_with, is_improvement, monitor_mode
+from ..training import epoch_row, history_with, is_improvement, monitor_mode
 from .mlflow import LOCAL, MLflowLogger, client_class, tracking_uri
 from .tensorboard import TENSORBOARD_IMAGES, require_tensorboard, tensorboard_callbacks
 
@@ -213,10 +213,7 @@ class RunRecorder(keras.callbacks.Callback):
                               "validation_data= (or validation_split=), validated every epoch")
         if "validation" not in self.sizes:
             self.sizes["validation"] = self._seen()
-        row = {"epoch": epoch + 1, **{key: float(value) for key, value in logs.items()},
-               "learning_rate": float(np.asarray(self.model.optimizer.learning_rate)),
-               "seconds": time.perf_counter() - self._epoch_started}
-        self.history = history_with(self.history, row)
+        self.history = history_with(self.history, epoch_row(self.model, epoch, logs, self._epoch_started))
         if is_improvement(logs.get(self.monitor), self.best_value, monitor_mode(self.monitor)):
             files.save_model(self.model, self.run.best_model)
             self.best_value, self.best_epoch = float(logs[self.monitor]), epoch + 1

@@ -31,6 +31,12 @@ INPUT_SHAPED = ("saliency", "smoothgrad", "integrated_gradients")
 NEEDS_CONV = ("gradcam", "gradcam++", "scorecam")  # they weigh the last conv layer's maps
 
 
+def usable_methods(model, methods=ATTRIBUTION_METHODS) -> list:
+    """`methods` without the CAM ones when the model has no conv layer for them to weigh."""
+    has_conv = bool(conv_layers(model))
+    return [m for m in methods if has_conv or m not in NEEDS_CONV]
+
+
 def method_options(method) -> list:
     """The keyword options a method takes (steps, baseline, patch, ...)."""
     return list(inspect.signature(METHODS[method]).parameters)[3:]

@@ -27,7 +27,7 @@ FIGURES = (  # (id, heading, what it shows, Optuna's function)
 def trial_rows(study, folder) -> list:
     """One row per trial: number, state, score, epochs reported, seconds, parameters, and its run directory as a link
     relative to the page's `folder` where it is on this machine."""
-    rows = []
+    rows, best = [], _best_value(study)
     for trial in study.get_trials(deepcopy=False):
         run = trial.user_attrs.get("run_dir")
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() \
@@ -36,7 +36,7 @@ def trial_rows(study, folder) -> list:
                      "epochs": len(trial.intermediate_values), "seconds": seconds,
                      "params": {name: shown(value) for name, value in trial.params.items()},
                      "seed": trial.user_attrs.get("seed"), "run": run and os.path.relpath(run, folder),
-                     "best": trial.state == TrialState.COMPLETE and trial.value == _best_value(study)})
+                     "best": trial.state == TrialState.COMPLETE and trial.value == best})
     return rows
 
 

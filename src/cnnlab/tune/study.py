@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 from .. import files
 from ..config import Config, known_image_size, make_config, setting_text
 from ..data import short_name
-from ..errors import CnnlabError, ConfigError, TrainingDiverged, TrainingInterrupted
+from ..errors import CnnlabError, ConfigError, TrainingDiverged, TrainingInterrupted, first_line
 from ..pipeline import absolute_paths, load_data, train_run
 from . import page
 from . import space as spaces
@@ -129,7 +129,7 @@ def _open_study(out, url) -> "optuna.Study":
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
                                                  grace_period=GRACE_SECONDS)
     except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
-        raise CnnlabError(f"storage={url!r}: cannot open it ({str(e).splitlines()[0]}); give a database URL Optuna "
+        raise CnnlabError(f"storage={url!r}: cannot open it ({first_line(e)}); give a database URL Optuna "
                           f"accepts, such as sqlite:///study.db or postgresql://user:password@host/database") from None
     return optuna.create_study(storage=storage, study_name=Path(out).resolve().name, direction="maximize",
                                load_if_exists=True)
