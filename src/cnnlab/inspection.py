@@ -271,6 +271,11 @@ def feature_maps(model, image, include_pooling=False):
     return {name: np.asarray(out[0]) for name, out in zip(names, outputs)}
 
 
+def weighted_layers(net) -> list:
+    """The layers of `net` that have weights, in the order an input meets them (nested models entered)."""
+    return [layer for layer in leaf_layers(net) if layer.weights]
+
+
 def untrained_model(model, seed=0, top=None) -> keras.Model:
     """A copy of the looked-inside network (an ensemble's first member) with its weights drawn again from their own
     initializers, seeded as `untrained_kernel` draws them: the model as training found it (its filters those of the
@@ -279,7 +284,7 @@ def untrained_model(model, seed=0, top=None) -> keras.Model:
     net = network(model)
     copy = keras.models.clone_model(net)
     copy.set_weights(net.get_weights())
-    weighted = [layer for layer in leaf_layers(copy) if layer.weights]
+    weighted = weighted_layers(copy)
     for layer in weighted[-top:] if top else weighted:
         for variable in layer.weights:
             name = variable.path.split("/")[-1]  # kernel, bias, depthwise_kernel, gamma, moving_mean...

@@ -20,8 +20,7 @@ import time
 import keras
 import numpy as np
 
-from ..graph import leaf_layers
-from ..inspection import network, untrained_model
+from ..inspection import network, untrained_model, weighted_layers
 from .attributions import NAMES, attributions, pixel_heat
 from .integrated_gradients import baseline_images
 from .scores import class_probabilities
@@ -74,7 +73,8 @@ def randomised(model, layers=None, seed=0) -> keras.Model:
 
 
 def weighted_layer_names(model) -> list:
-    return [layer.name for layer in leaf_layers(network(model)) if layer.weights]
+    """The names of the layers `randomised(model, layers)` draws again, bottom to top."""
+    return [layer.name for layer in weighted_layers(network(model))]
 
 
 def rank_correlation(a, b) -> np.ndarray:
