@@ -17,8 +17,13 @@ $(BIN)/cnnlab: pyproject.toml
 
 install: $(BIN)/cnnlab
 
+# torch for the tests on Keras's torch backend (not a cnnlab dependency): the CPU build that this project's machines
+# hold; elsewhere PyTorch's CPU wheels, TORCH="torch --index-url https://download.pytorch.org/whl/cpu"; TORCH= for none
+TORCH ?= torch==2.13.0
+
 $(VENV)/.dev-installed: $(BIN)/cnnlab
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(if $(TORCH),$(BIN)/python -m pip install --quiet $(TORCH))
 	touch $@
 
 install-dev: $(VENV)/.dev-installed

@@ -37,3 +37,13 @@ def test_api_names_stay_functions_whatever_is_imported_first(tmp_path):
     done = subprocess.run([sys.executable, "-c", STEP_BY_STEP, str(tmp_path / "run")], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_the_command_lines_choices_are_the_librarys():
+    """cli.py spells export formats and tune pruners itself (its --help imports neither Keras nor Optuna): they must
+    be the library's."""
+    from cnnlab import cli, export
+    from cnnlab.tune import study
+
+    assert cli.EXPORT_FORMATS == tuple(export.FORMATS)
+    assert cli.TUNE_PRUNERS == study.PRUNERS

@@ -1,6 +1,7 @@
 """Attribution methods (cnnlab.attributions, `cnnlab explain`) and the tests of how far to trust them: each checks a
 property an explanation must have, on models built here whose answer is known, or on the digits run."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import missing
 from test_report import QUADRANTS, quadrant_model
 
 import cnnlab
@@ -108,26 +110,32 @@ def test_the_sanity_check_tells_a_trained_model_from_a_randomised_one(digits_mod
     assert [label for label, _ in rows] == [f"{name} and above" for name in names[::-1][:-1]] + ["all layers"]
 
 
-@pytest.mark.slow  # a child process that imports JAX and compiles the gradients: ~20 s on 2 shared cores
-def test_the_same_maps_on_tensorflow_and_jax(digits_run, digits_model, digits_images, tmp_path):
-    """The methods that take each backend's own compiled autodiff (a conv layer's gradient, the input's, along a
-    path): the same maps within float32 tolerance; the others only call the model."""
-    pytest.importorskip("jax")
+@pytest.mark.slow  # a child process that imports its backend and compiles the gradients: ~20 s on 2 shared cores
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_same_maps_on_tensorflow_jax_and_torch(digits_run, digits_model, digits_images, tmp_path, backend):
+    """The methods that take each backend's own autodiff (a conv layer's gradient, the input's, along a path), and
+    activation maximisation's ascent: the same maps and patterns within float32 tolerance; the others only call the
+    model."""
+    if importlib.util.find_spec(backend) is None:
+        missing(f"{backend} is not installed (make test installs it)")
     images = np.clip(digits_images[0][:2] + np.random.default_rng(1).uniform(0, 0.02, digits_images[0][:2].shape),
                      0, 1).astype(np.float32)  # no exact ties for max-pooling to break differently
     np.save(tmp_path / "images.npy", images)
     child = (f"import json, sys, numpy as np, cnnlab; model = cnnlab.load_model({str(digits_run / 'best.keras')!r}); "
              f"images = np.load({str(tmp_path / 'images.npy')!r}); quick = {QUICK!r}; "
-             f"np.savez({str(tmp_path / 'jax.npz')!r}, **{{m: cnnlab.attributions(model, images, m, [3, 1], "
-             f"**quick.get(m, {{}})) for m in {list(ON_BOTH)!r}}}); "
+             f"np.savez({str(tmp_path / 'other.npz')!r}, **{{m: cnnlab.attributions(model, images, m, [3, 1], "
+             f"**quick.get(m, {{}})) for m in {list(ON_BOTH)!r}}}, "
+             f"maximized=cnnlab.maximize(model, 'conv_2', filters=[0, 7], steps=8)); "
              f"import keras; print(keras.backend.backend())")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip().endswith("jax"), done.stderr[-3000:]
-    on_jax = np.load(tmp_path / "jax.npz")
+    assert done.returncode == 0 and done.stdout.strip().endswith(backend), done.stderr[-3000:]
+    on_other = np.load(tmp_path / "other.npz")
     for method, maps in maps_of(digits_model, images, [3, 1], ON_BOTH).items():
         scale = np.abs(maps).max()
-        np.testing.assert_allclose(on_jax[method], maps, atol=2e-4 * scale, err_msg=method)
+        np.testing.assert_allclose(on_other[method], maps, atol=2e-4 * scale, err_msg=method)
+    np.testing.assert_allclose(on_other["maximized"], cnnlab.maximize(digits_model, "conv_2", filters=[0, 7], steps=8),
+                               atol=1e-3)
 
 
 def test_nested_backbone_logits_and_ensemble_models_get_the_same_maps(digits_images):

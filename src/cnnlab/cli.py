@@ -22,7 +22,9 @@ from .config import (ATTRIBUTION_METHODS, COLOR_MODES, DATASETS, FIELDS, JIT_COM
 from .errors import AlreadyComplete, CnnlabError, DataError, TrainingInterrupted  # noqa: E402
 
 EXIT_USER_ERROR = 2
-EXPORT_FORMATS = ("onnx", "saved_model", "litert")  # export.FORMATS, without importing Keras for --help
+# the library's names, written here so that --help imports neither Keras nor Optuna (tests/test_api.py compares them)
+EXPORT_FORMATS = ("onnx", "saved_model", "litert")  # export.FORMATS
+TUNE_PRUNERS = ("median", "hyperband", "none")  # tune.study.PRUNERS
 EXIT_INTERRUPTED = 130
 # What TensorFlow 2.21 prints on import whatever TF_CPP_MIN_LOG_LEVEL says (tensorflow/tensorflow#100442): INFO
 # lines from before its logging starts, and the warning that announces them.
@@ -309,7 +311,7 @@ def build_parser():
     g.add_argument("--storage", metavar="URL", help="database URL Optuna accepts, such as postgresql://user:pw@host/db, "
                    "for workers on other machines (each runs cnnlab tune with an --out folder of the same name); "
                    "default: sqlite in OUT")
-    g.add_argument("--pruner", choices=["median", "hyperband", "none"], help="stop bad trials after an epoch: median "
+    g.add_argument("--pruner", choices=TUNE_PRUNERS, help="stop bad trials after an epoch: median "
                    "(default: below the median of earlier trials at that epoch), hyperband, or none")
     g.add_argument("--startup-trials", type=int, default=5, metavar="K", help="trials before the median pruner "
                    "prunes (5)")
@@ -475,6 +477,8 @@ def command_inspect(args):
     from .inspection import check_image_model, load_model
     from .pipeline import inspect_model
 
+    if args.maximize and not 1 <= args.maximize_steps <= 1000:
+        raise CnnlabError(f"--maximize-steps must be in 1..1000, not {args.maximize_steps}")
     model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model)
     out = files.check_writable(figures_folder(args))
     if args.image:
@@ -497,9 +501,6 @@ def command_inspect(args):
             title, style = f"{data.name} test image {args.index}: {data.class_names[data.y_test[args.index]]}", data.style
     if args.maximize:
         from .prediction import class_names_for
-
-        if not 1 <= args.maximize_steps <= 1000:
-            raise CnnlabError(f"--maximize-steps must be in 1..1000, not {args.maximize_steps}")
 
         class_names = class_names_for(model, args.model)
     written = inspect_model(model, image, out, title, args.pooling, style,
