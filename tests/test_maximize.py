@@ -57,9 +57,9 @@ def test_the_regularised_pattern_excites_its_filter_as_much_as_plain_ascent_does
 @pytest.mark.slow  # trains the seed network on real MNIST for 2 epochs: ~20 s on 2 cores
 def test_on_real_mnist_a_pattern_excites_its_filter_five_times_more_than_random_images(mnist_dir):
     """The issue's measure, on the seed network trained on MNIST (the digits model above is too weak a model for it):
-    each filter's mean activation on its pattern over its mean on random test images and on uniform noise.
-    conv_1's filters see 3x3 pixels: for many, no image in [0, 1] gets a unit 5x what noise gives it, and the exact
-    bound, relu(sum of the positive weights + bias), says for which; the patterns never pass that bound."""
+    each filter's mean activation on its pattern over its mean on random test images and on uniform noise. conv_1's
+    filters see 3x3 pixels, and for many of them no image in [0, 1] gets 5x what noise gives (benchmarks/maximize.py
+    works out that bound), so conv_1 is held to 5x the test images' alone."""
     from cnnlab.config import make_config
     from cnnlab.model import build_model
     from cnnlab.training import set_seeds
@@ -79,12 +79,8 @@ def test_on_real_mnist_a_pattern_excites_its_filter_five_times_more_than_random_
 
     over_test, over_noise = excitation("conv_2")
     assert np.mean(over_test >= 5) >= 0.75 and np.mean(over_noise >= 5) >= 0.85, (over_test, over_noise)
-    over_test, over_noise = excitation("conv_1")
+    over_test, _ = excitation("conv_1")
     assert np.median(over_test) >= 5, over_test
-    kernel, bias = (np.asarray(w) for w in model.get_layer("conv_1").weights)
-    best = np.maximum(np.maximum(kernel, 0).reshape(-1, kernel.shape[-1]).sum(axis=0) + bias, 0)
-    bound = best / np.maximum(mean_activations(model, "conv_1", noise).mean(axis=0), 1e-9)
-    assert np.all(over_noise <= bound * 1.001) and np.mean(bound < 5) > 0, (over_noise, bound)
 
 
 def test_each_class_pattern_is_that_class_at_five_times_the_probability_of_test_images(trained, test_images):
