@@ -21,7 +21,7 @@ install: $(BIN)/cnnlab
 # hold; elsewhere PyTorch's CPU wheels, TORCH="torch --index-url https://download.pytorch.org/whl/cpu"; TORCH= for none
 TORCH ?= torch==2.13.0
 
-$(VENV)/.dev-installed: $(BIN)/cnnlab
+$(VENV)/.dev-installed: $(BIN)/cnnlab Makefile  # Makefile: a new TORCH is installed too
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(if $(TORCH),$(BIN)/python -m pip install --quiet $(TORCH))
 	touch $@

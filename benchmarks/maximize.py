@@ -1,7 +1,7 @@
 """Activation maximisation: seconds per layer, the compiled ascent step against an eager one, how strongly the
 patterns excite their filters, and what the report's section adds to the report.
 
-    python benchmarks/maximize.py [--dataset digits|mnist|fashion_mnist] [--model runs/NAME/best.keras] [--json PATH]
+    python benchmarks/maximize.py [--dataset digits|mnist|fashion_mnist] [--model runs/NAME/best.keras]
 
 Without --model the seed network is trained for 2 epochs on --dataset (digits: as tests/conftest.py's digits_run).
 Per layer: the first call (tracing included) and a second one, at the report's 64 steps and the default 128.
@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from common import BENCHMARKS, machine, print_table, write_json  # noqa: E402
+from common import BENCHMARKS, MNIST_DIR, machine, print_table, write_json  # noqa: E402
 
 
 def timed(fn):
@@ -37,9 +37,18 @@ def trained_seed_model(dataset, data_dir):
     from cnnlab.cli import main
 
     out = tempfile.mkdtemp(prefix="cnnlab-maximize-")
-    where = ["--data-dir", data_dir] if dataset == "mnist" else []
+    where = ["--data-dir", str(data_dir)] if data_dir else []
     assert main(["train", "--dataset", dataset, *where, "--epochs", "2", "--out", out, "--name", dataset]) == 0
     return os.path.join(out, dataset, "best.keras")
+
+
+def ratio(own, activations):
+    """Each filter's activation on its pattern over its mean activation on other images."""
+    return own / np.maximum(activations.mean(axis=0), 1e-9)
+
+
+def median(values):
+    return round(float(np.median(values)), 2)
 
 
 def unit_bound(model, layer_name):
@@ -84,13 +93,17 @@ def step_seconds(model, layer, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="digits", help="the test images and, without --model, the training set")
-    parser.add_argument("--data-dir", default=str(BENCHMARKS.parent.parent / "shared" / "datasets" / "mnist"),
-                        help="where MNIST's files are, for --dataset mnist")
+    parser.add_argument("--dataset", default="digits", choices=["digits", "mnist", "fashion_mnist"],
+                        help="the test images and, without --model, the training set")
+    parser.add_argument("--data-dir", help=f"where the dataset's files are (MNIST's default: {MNIST_DIR})")
     parser.add_argument("--model", help="a saved model (default: the seed network, 2 epochs on --dataset)")
     parser.add_argument("--repeats", type=int, default=10, help="timed gradient steps per way (10)")
-    parser.add_argument("--json", default=str(BENCHMARKS / "results" / "maximize.json"))
+    parser.add_argument("--json", help="default: results/maximize.json for digits, results/maximize_DATASET.json")
     args = parser.parse_args(argv)
+    if args.dataset == "mnist" and not args.data_dir:
+        args.data_dir = MNIST_DIR
+    args.json = args.json or str(BENCHMARKS / "results" / ("maximize.json" if args.dataset == "digits"
+                                                           else f"maximize_{args.dataset}.json"))
 
     from cnnlab import report
     from cnnlab.data import load_dataset
@@ -99,7 +112,7 @@ def main(argv=None):
 
     path = args.model or trained_seed_model(args.dataset, args.data_dir)
     model = load_model(path)
-    data = load_dataset(args.dataset, args.data_dir if args.dataset == "mnist" else None)
+    data = load_dataset(args.dataset, args.data_dir)
     rng = np.random.default_rng(0)
     test_images = data.x_test[rng.choice(len(data.x_test), 100, replace=False)]
     noise = rng.uniform(0, 1, (100, *model.input_shape[1:])).astype(np.float32)
@@ -116,13 +129,7 @@ def main(argv=None):
                "step_ms_compiled": round(1000 * steps["compiled"], 1), "step_ms_eager": round(1000 * steps["eager"], 1),
                "eager_over_compiled": round(steps["eager"] / steps["compiled"], 2)}
         if layer != layer_names(model)[-1]:  # class scores can be negative: no ratios for them
-            def ratio(values, images):
-                return values / np.maximum(images.mean(axis=0), 1e-9)
-
-            def median(values):
-                return round(float(np.median(values)), 2)
-
-            over_test = ratio(own, real)
+            over_test, over_noise = ratio(own, real), ratio(own, random)
             unpolished = np.diag(mean_activations(model, layer, maximize(model, layer, polish=0)))
             plain = np.diag(mean_activations(model, layer, maximize(model, layer, steps=512, jitter=0, blur=0,
                                                                     decay=0)))
@@ -130,9 +137,12 @@ def main(argv=None):
                         "x_test_images_min": round(float(over_test.min()), 2),
                         "x_test_no_polish_median": median(ratio(unpolished, real)),
                         "x_test_512_plain_steps_median": median(ratio(plain, real)),
+                        # per filter, as tests/test_maximize.py compares them
+                        "of_plain_median": median(own[own > 0] / np.maximum(plain[own > 0], 1e-9)),
+                        "of_plain_no_polish_median": median(unpolished[own > 0] / np.maximum(plain[own > 0], 1e-9)),
                         "x_test_at_least_5": round(float(np.mean(over_test >= 5)), 3),
-                        "x_noise_median": median(ratio(own, random)),
-                        "x_noise_at_least_5": round(float(np.mean(ratio(own, random) >= 5)), 3),
+                        "x_noise_median": median(over_noise),
+                        "x_noise_at_least_5": round(float(np.mean(over_noise >= 5)), 3),
                         # a filter silent on every test image is infinitely many of their (zero) deviations above
                         "sd_above_test_median": round(float(np.median((own - real.mean(0)) /
                                                                       np.maximum(real.std(0), 1e-9))), 1),

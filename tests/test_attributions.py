@@ -1,5 +1,6 @@
 """Attribution methods (cnnlab.attributions, `cnnlab explain`) and the tests of how far to trust them: each checks a
-property an explanation must have, on models built here whose answer is known, or on the digits run."""
+property an explanation must have, on models built here whose answer is known, or on the digits run; and the same
+maps (and activation maximisation's patterns) on every Keras backend installed."""
 
 import importlib.util
 import json
@@ -117,7 +118,7 @@ def test_the_same_maps_on_tensorflow_jax_and_torch(digits_run, digits_model, dig
     activation maximisation's ascent: the same maps and patterns within float32 tolerance; the others only call the
     model."""
     if importlib.util.find_spec(backend) is None:
-        missing(f"{backend} is not installed (make test installs it)")
+        missing(f"{backend} is not installed")
     images = np.clip(digits_images[0][:2] + np.random.default_rng(1).uniform(0, 0.02, digits_images[0][:2].shape),
                      0, 1).astype(np.float32)  # no exact ties for max-pooling to break differently
     np.save(tmp_path / "images.npy", images)

@@ -46,7 +46,7 @@ def test_each_filters_pattern_excites_it_more_than_any_test_image(trained, test_
 @pytest.mark.parametrize("layer", ["conv_1", "conv_2"])
 def test_the_regularised_pattern_excites_its_filter_as_much_as_plain_ascent_does(trained, patterns, layer):
     """The regularisers shape the pattern; its final unregularised steps take it to what 512 plain steps of ascent
-    reach (without them conv_2's median filter got 6% less on this model)."""
+    reach (without them conv_2's median filter got 0.94 of it on this model, with them 0.98)."""
     own = np.diag(mean_activations(trained, layer, patterns[layer]))
     plain = cnnlab.maximize(trained, layer, steps=512, jitter=0, blur=0, decay=0)
     alive = own > 0
@@ -72,14 +72,13 @@ def test_on_real_mnist_a_pattern_excites_its_filter_five_times_more_than_random_
     test_images = data.x_test[rng.choice(len(data.x_test), 100, replace=False)]
     noise = rng.uniform(0, 1, (100, 28, 28, 1)).astype(np.float32)
 
-    def excitation(layer):
+    def excitation(layer, *references):
         own = np.diag(mean_activations(model, layer, cnnlab.maximize(model, layer)))
-        return [own / np.maximum(mean_activations(model, layer, images).mean(axis=0), 1e-9)
-                for images in (test_images, noise)]
+        return [own / np.maximum(mean_activations(model, layer, images).mean(axis=0), 1e-9) for images in references]
 
-    over_test, over_noise = excitation("conv_2")
+    over_test, over_noise = excitation("conv_2", test_images, noise)  # 89% and 98% of the filters, on this machine
     assert np.mean(over_test >= 5) >= 0.75 and np.mean(over_noise >= 5) >= 0.85, (over_test, over_noise)
-    over_test, _ = excitation("conv_1")
+    [over_test] = excitation("conv_1", test_images)  # 6.5x
     assert np.median(over_test) >= 5, over_test
 
 
@@ -128,6 +127,8 @@ def test_a_wrong_layer_or_filter_is_a_one_line_error_that_lists_the_layers(train
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match=r"64 filters \(0\.\.63\); there is no 64"):
         cnnlab.maximize(trained, "conv_2", filters=[3, 64])
+    with pytest.raises(ConfigError, match=r"polish= .* in 0\.\.1, not 2"):
+        cnnlab.maximize(trained, "conv_2", polish=2)
 
 
 def test_a_wrong_step_count_is_refused_before_the_model_is_read(tmp_path, capsys):

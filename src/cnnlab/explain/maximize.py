@@ -4,9 +4,8 @@ Gradient ascent from noise on the filter's mean activation (for the output layer
 softmax, see `scores`), all filters of a layer in one batch, with the usual regularisers that keep the pattern an
 image rather than adversarial noise: a random shift each step (jitter), a slight blur every few steps, and a decay
 towards grey. The last eighth of the steps (`polish`) go without them: the regularisers have given the pattern its
-shape, and the plain ascent sharpens it to the filter's full response (9-69% more on the seed models' conv layers,
-above or within 2% of what 512 unregularised steps reach: benchmarks/maximize.py). A filter the noise leaves silent
-(a ReLU at zero everywhere: no gradient) starts again from new noise.
+shape, and the plain ascent sharpens it to the filter's full response (how much: benchmarks/README.md). A filter the
+noise leaves silent (a ReLU at zero everywhere: no gradient) starts again from new noise.
 The patterns are (H, W, C) images in [0, 1], as cnnlab feeds images; `feeding.to_model` scales them as the model
 takes them. Conv layers inside a nested backbone are reached through `graph.rebuild`; the ascent step is compiled
 once per layer (`gradient.gradient_function`), on any Keras backend.
@@ -109,6 +108,8 @@ def maximize(model, layer_name, filters=None, steps=STEPS, learning_rate=LEARNIN
 
         patterns = maximize(model, "conv_1", filters=[0, 3], steps=64)
     """
+    if not 0 <= polish <= 1:
+        raise ConfigError(f"polish= is the share of the steps taken without the regularisers, in 0..1, not {polish}")
     spec = model_input(model)
     chosen = chosen_filters(model, layer_name, filters)
     ascent = gradient_function(_response_model(model, layer_name), filter_means)
