@@ -185,10 +185,44 @@ def test_bad_calls_say_what_is_wrong(digits_images):
         cnnlab.attributions(model, images, "smoothgrad", samples=0)
     with pytest.raises(cnnlab.CnnlabError, match="steps must be a whole number of at least 1, not 2.5"):
         cnnlab.attributions(model, images, "integrated_gradients", steps=2.5)
+    with pytest.raises(cnnlab.CnnlabError, match="class index must be a whole number .* not 1.7"):
+        cnnlab.attributions(model, images, "saliency", 1.7)
+    with pytest.raises(cnnlab.CnnlabError, match=r"a batch of images .* not \(0, 28, 28, 1\)"):
+        cnnlab.attributions(model, images[:0], "saliency")
+    with pytest.raises(cnnlab.CnnlabError, match=r"in \[0, 1\] .* from 0 to \d+; 0..255 pixels are / 255"):
+        cnnlab.attributions(model, np.round(images * 255), "saliency")
+    with pytest.raises(cnnlab.CnnlabError, match="and NaN or infinity"):
+        cnnlab.attributions(model, np.where(images > 0.5, np.nan, images), "saliency")
+    with pytest.raises(cnnlab.CnnlabError, match=r"1 <= stride <= patch \(a longer stride leaves pixels no square"):
+        cnnlab.attributions(model, images, "occlusion", patch=2, stride=5)
     dense = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     with pytest.raises(cnnlab.CnnlabError, match="gradcam weighs the last conv layer's maps and .* has no conv layer"):
         cnnlab.attributions(dense, images, "gradcam")
     assert cnnlab.attributions(dense, images, "saliency").shape == images.shape  # the others need no conv layer
+
+
+@pytest.mark.parametrize("head", [keras.layers.Dense(1, activation="sigmoid"), keras.layers.Dense(1)])
+def test_a_model_with_one_output_unit_is_refused_everywhere_not_read_as_one_class(digits_images, tmp_path, capsys,
+                                                                                 head):
+    """A binary classifier's one unit (a sigmoid's probability, or a logit) read as one class's score would give every
+    image that class at 100%, and explanations of nothing: cnnlab says it cannot tell what the unit means."""
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.Flatten(), head])
+    with pytest.raises(cnnlab.CnnlabError, match="one output unit .* end the model in Dense\\(2\\)"):
+        cnnlab.attributions(model, digits_images[0][:1], "saliency")
+    with pytest.raises(cnnlab.CnnlabError, match="one output unit"):
+        cnnlab.maximize(model, model.layers[-1].name, steps=2)
+    assert cnnlab.maximize(model, model.layers[0].name, steps=2).shape == (4, 28, 28, 1)  # its filters are filters
+    model.save(tmp_path / "binary.keras")
+    from PIL import Image
+
+    Image.fromarray(np.uint8(digits_images[0][0, ..., 0] * 255)).save(tmp_path / "digit.png")
+    for command in (["predict", str(tmp_path / "binary.keras"), str(tmp_path / "digit.png")],
+                    ["explain", str(tmp_path / "binary.keras"), "--image", str(tmp_path / "digit.png"), "--out",
+                     str(tmp_path / "out")]):
+        assert main(command) == 2, command
+        error = capsys.readouterr().err
+        assert "one output unit" in error and error.count("\n") == 1, error
 
 
 def test_explain_cli_writes_the_figure_maps_and_scores(digits_run, digits_model, tmp_path, capsys):
@@ -217,6 +251,8 @@ def test_explain_cli_writes_the_figure_maps_and_scores(digits_run, digits_model,
     (["--method", "gradcam", "--steps", "8"], "--steps is an option of integrated_gradients, which --method gradcam"),
     (["--steps", "0"], "--steps must be at least 1, not 0"),
     (["--class", "12", "--method", "saliency"], "class index must be in 0..9, not 12"),
+    (["--method", "integrated_gradients", "--baseline", "white"], "--baseline must be black, blur or an image file, "
+                                                                   "not white (no such file)"),
     (["--index", "1", "--image", "x.png"], "not allowed with argument --index"),
 ])
 def test_explain_cli_refuses_bad_flags_in_one_line(digits_run, tmp_path, capsys, flags, message):

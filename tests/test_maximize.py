@@ -129,6 +129,9 @@ def test_a_wrong_layer_or_filter_is_a_one_line_error_that_lists_the_layers(train
         cnnlab.maximize(trained, "conv_2", filters=[3, 64])
     with pytest.raises(ConfigError, match=r"polish= .* in 0\.\.1, not 2"):
         cnnlab.maximize(trained, "conv_2", polish=2)
+    for steps in (0, 2.5):
+        with pytest.raises(ConfigError, match=f"steps= must be a whole number >= 1, not {steps}"):
+            cnnlab.maximize(trained, "conv_2", steps=steps)
 
 
 def test_a_wrong_step_count_is_refused_before_the_model_is_read(tmp_path, capsys):

@@ -556,6 +556,8 @@ def command_explain(args):
         image, names, style = data.x_test[args.index], data.class_names, data.style
         true_class, title, stem = int(data.y_test[args.index]), f"{data.name} test image {args.index}", \
             f"attributions_{args.index}"
+    if args.baseline not in (None, "black", "blur") and not Path(args.baseline).is_file():
+        raise CnnlabError(f"--baseline must be black, blur or an image file, not {args.baseline} (no such file)")
     options = {"integrated_gradients": {key: value for key, value in (
                    ("steps", args.steps),
                    ("baseline", own_image(args, model, args.baseline) if args.baseline not in (None, "black", "blur")

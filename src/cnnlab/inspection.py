@@ -139,10 +139,23 @@ def check_classifier(model, num_classes, path=""):
     return model
 
 
+def check_class_scores(model, path=""):
+    """A model with one score per class. One output unit may be a sigmoid's probability of class 1 or a logit, and
+    cnnlab cannot tell which from the file; read as one class's score it would give every image that class at 100%."""
+    shape = model.output_shape
+    if not isinstance(shape, list) and shape[-1] == 1:
+        raise ModelFileError(f"{path or model.name}: model has one output unit (a binary classifier's sigmoid or "
+                             f"logit?); cnnlab reads one score per class: end the model in Dense(2), with a softmax "
+                             f"or as logits")
+    return model
+
+
 def check_image_model(model, path="", looked_inside=True):
-    """A model cnnlab can feed (one grey or colour image of a fixed size, see `feeding`) and, when it is to be
-    `looked_inside`, one with at least one Conv2D (check_classifier checks its outputs against a dataset)."""
+    """A model cnnlab can feed (one grey or colour image of a fixed size, see `feeding`) with one score per class,
+    and, when it is to be `looked_inside`, one with at least one Conv2D (check_classifier checks its outputs against
+    a dataset)."""
     model_input(model, path)
+    check_class_scores(model, path)
     if looked_inside and not conv_layers(model):
         raise ModelFileError(f"{path or model.name}: model has no conv layer (Conv2D, SeparableConv2D, "
                              f"DepthwiseConv2D), so it has no filters or feature maps to show; cnnlab evaluate and "

@@ -16,7 +16,7 @@ import numpy as np
 from ..config import ATTRIBUTION_METHODS
 from ..errors import ConfigError, ImageError
 from ..feeding import model_input
-from ..inspection import conv_layers
+from ..inspection import check_class_scores, conv_layers
 from .cam import gradcam, gradcam_plus_plus, scorecam
 from .integrated_gradients import integrated_gradients
 from .occlusion import occlusion
@@ -54,9 +54,14 @@ def attributions(model, images, method, class_index=None, **options) -> np.ndarr
         raise ConfigError(f"{method} takes {takes}, not {', '.join(unknown)}")
     images = np.asarray(images, np.float32)
     shape = model_input(model).shape
-    if images.ndim != 4 or images.shape[1:] != shape:
+    check_class_scores(model)
+    if images.ndim != 4 or images.shape[1:] != shape or not len(images):
         raise ImageError(f"attributions take a batch of images (N, {', '.join(map(str, shape))}) in [0, 1], as the "
                          f"model does, not {images.shape}; one image is image[None]")
+    if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
+        raise ImageError(f"attributions take images in [0, 1] (cnnlab applies the model's own scaling), not values "
+                         f"from {np.nanmin(images):g} to {np.nanmax(images):g}"
+                         f"{'' if np.all(np.isfinite(images)) else ' and NaN or infinity'}; 0..255 pixels are / 255")
     if method in NEEDS_CONV and not conv_layers(model):
         raise ConfigError(f"{method} weighs the last conv layer's maps and {model.name} has no conv layer; use "
                           f"saliency, smoothgrad, integrated_gradients or occlusion")

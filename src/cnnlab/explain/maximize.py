@@ -24,7 +24,7 @@ from keras import ops
 from ..errors import ConfigError
 from ..feeding import model_input, to_model
 from ..graph import output_layer, rebuild
-from ..inspection import conv_layers, named_layer, network
+from ..inspection import check_class_scores, conv_layers, named_layer, network
 from .gradient import gradient_function
 from .scores import score_model
 
@@ -108,10 +108,14 @@ def maximize(model, layer_name, filters=None, steps=STEPS, learning_rate=LEARNIN
 
         patterns = maximize(model, "conv_1", filters=[0, 3], steps=64)
     """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ConfigError(f"steps= must be a whole number >= 1, not {steps!r}")
     if not 0 <= polish <= 1:
         raise ConfigError(f"polish= is the share of the steps taken without the regularisers, in 0..1, not {polish}")
     spec = model_input(model)
     chosen = chosen_filters(model, layer_name, filters)
+    if find_layer(model, layer_name) is output_layer(network(model)):
+        check_class_scores(model)  # one output unit's "class" could be either
     ascent = gradient_function(_response_model(model, layer_name), filter_means)
     one_hot = np.eye(_count(model, layer_name), dtype=np.float32)[chosen]
     rng = np.random.default_rng(seed)

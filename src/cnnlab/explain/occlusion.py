@@ -27,9 +27,10 @@ def occlusion(model, images, classes, patch=None, stride=None, fill=0.0):
     height, width = images.shape[1:3]
     patch = default_patch((height, width)) if patch is None else int(patch)
     stride = max(1, patch // 2) if stride is None else int(stride)
-    if not (1 <= patch <= min(height, width)) or stride < 1:
+    if not (1 <= patch <= min(height, width)) or not 1 <= stride <= patch:
         raise ConfigError(f"occlusion needs 1 <= patch <= {min(height, width)} (the image's shorter side) and "
-                         f"stride >= 1, not patch {patch}, stride {stride}")
+                          f"1 <= stride <= patch (a longer stride leaves pixels no square covers), not patch {patch}, "
+                          f"stride {stride}")
     windows = [(top, left) for top in starts(height, patch, stride) for left in starts(width, patch, stride)]
     classes = np.asarray(classes)
     count = np.zeros((height, width))

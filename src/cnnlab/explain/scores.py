@@ -73,6 +73,9 @@ def explained_classes(model, images, class_index=None) -> np.ndarray:
     if np.ndim(class_index) and np.size(class_index) != len(images):
         raise ConfigError(f"class_index gives {np.size(class_index)} classes for {len(images)} images; give one "
                           f"class, one per image, or None (each image's predicted class)")
+    if np.asarray(class_index).dtype.kind not in "iu":
+        raise ConfigError(f"class index must be a whole number (one for all images, or one per image), not "
+                          f"{class_index!r}")
     classes = np.broadcast_to(np.asarray(class_index), (len(images),)).astype(int)
     if np.any((classes < 0) | (classes >= count)):
         raise ConfigError(f"class index must be in 0..{count - 1}, not {class_index}")
