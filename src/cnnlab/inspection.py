@@ -140,8 +140,9 @@ def check_classifier(model, num_classes, path=""):
 
 
 def check_class_scores(model, path=""):
-    """A model with one score per class. One output unit may be a sigmoid's probability of class 1 or a logit, and
-    cnnlab cannot tell which from the file; read as one class's score it would give every image that class at 100%."""
+    """A model with one score per class. One output unit is a binary classifier's probability of class 1 (a sigmoid)
+    or its logit; cnnlab does not read it as two classes, and read as one class's score it would give every image
+    that class at 100%."""
     shape = model.output_shape
     if not isinstance(shape, list) and shape[-1] == 1:
         raise ModelFileError(f"{path or model.name}: model has one output unit (a binary classifier's sigmoid or "
