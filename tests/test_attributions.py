@@ -169,6 +169,15 @@ def test_colour_inputs_get_maps_of_their_shape():
     assert not np.allclose(gradients[..., 0], gradients[..., 1])  # one gradient per colour channel
 
 
+def test_an_images_map_does_not_depend_on_the_others_in_its_batch(digits_model, digits_images):
+    images = digits_images[0][:3]
+    for method, options in (("smoothgrad", {"samples": 8}), ("integrated_gradients", {"steps": 8}),
+                            ("occlusion", {"patch": 7, "stride": 7})):
+        together = cnnlab.attributions(digits_model, images, method, 2, **options)
+        alone = cnnlab.attributions(digits_model, images[1:2], method, 2, **options)
+        np.testing.assert_allclose(alone[0], together[1], atol=1e-6 * np.abs(together).max(), err_msg=method)
+
+
 def test_bad_calls_say_what_is_wrong(digits_images):
     model, images = small_cnn(), digits_images[0][:1]
     with pytest.raises(cnnlab.CnnlabError, match="unknown attribution method 'lime'; choose one of gradcam"):

@@ -33,13 +33,14 @@ def gradients(model, images, classes):
 
 def smoothgrad(model, images, classes, samples=25, noise=0.15, seed=0):
     """The mean gradient over `samples` copies of each image with Gaussian noise of standard deviation `noise`
-    (a share of the [0, 1] range; the paper's 10-20%)."""
+    (a share of the [0, 1] range; the paper's 10-20%). Every image gets the same `samples` draws of noise, so an
+    image's map does not depend on the others in its batch."""
     if not (isinstance(samples, int) and samples >= 1) or not noise >= 0:
         raise ConfigError(f"smoothgrad needs a whole number of samples >= 1 and noise >= 0, not samples {samples!r}, "
                           f"noise {noise!r}")
     images = np.asarray(images, np.float32)
     rng = np.random.default_rng(seed)
-    noisy = images[:, None] + rng.normal(0, noise, (len(images), samples, *images.shape[1:])).astype(np.float32)
+    noisy = images[:, None] + rng.normal(0, noise, (1, samples, *images.shape[1:])).astype(np.float32)
     grads = input_gradients(model, noisy.reshape(-1, *images.shape[1:]), np.repeat(classes, samples))
     return grads.reshape(noisy.shape).mean(axis=1)
 
