@@ -137,6 +137,8 @@ def test_a_wrong_layer_or_filter_is_a_one_line_error_that_lists_the_layers(train
 def test_a_wrong_step_count_is_refused_before_the_model_is_read(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "no_such.keras"), "--maximize", "--maximize-steps", "0"]) == 2
     assert capsys.readouterr().err == "cnnlab: error: --maximize-steps must be in 1..1000, not 0\n"
+    assert main(["inspect", str(tmp_path / "no_such.keras"), "--maximize-steps", "8"]) == 2
+    assert capsys.readouterr().err == "cnnlab: error: --maximize-steps is an option of --maximize; add --maximize\n"
 
 
 def test_inspect_maximize_draws_a_nested_colour_models_layers_trained_beside_untrained(tmp_path, capsys):

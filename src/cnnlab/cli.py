@@ -201,7 +201,7 @@ def build_parser():
     p.add_argument("--pooling", action="store_true", help="also draw the pooling layers' feature maps")
     p.add_argument("--maximize", action="store_true", help="also draw the input each conv filter, and each class of "
                    "the output layer, responds to most (activation maximisation), trained beside untrained")
-    p.add_argument("--maximize-steps", type=int, default=128, metavar="N", help="steps of gradient ascent (128)")
+    p.add_argument("--maximize-steps", type=int, metavar="N", help="--maximize: steps of gradient ascent (128)")
 
     p = sub.add_parser("explain", help="attribution maps of one input by every method, and how far to trust each",
                        description="Explain one input's class by attribution methods side by side (Grad-CAM, "
@@ -477,7 +477,9 @@ def command_inspect(args):
     from .inspection import check_image_model, load_model
     from .pipeline import inspect_model
 
-    if args.maximize and not 1 <= args.maximize_steps <= 1000:
+    if args.maximize_steps is not None and not args.maximize:
+        raise CnnlabError("--maximize-steps is an option of --maximize; add --maximize")
+    if args.maximize_steps is not None and not 1 <= args.maximize_steps <= 1000:
         raise CnnlabError(f"--maximize-steps must be in 1..1000, not {args.maximize_steps}")
     model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model)
     out = files.check_writable(figures_folder(args))
@@ -499,12 +501,13 @@ def command_inspect(args):
                 raise CnnlabError(f"--index must be in 0..{len(data.x_test) - 1}, not {args.index}")
             image = data.x_test[args.index]
             title, style = f"{data.name} test image {args.index}: {data.class_names[data.y_test[args.index]]}", data.style
+    steps, class_names = 0, None
     if args.maximize:
+        from .explain.maximize import STEPS
         from .prediction import class_names_for
 
-        class_names = class_names_for(model, args.model)
-    written = inspect_model(model, image, out, title, args.pooling, style,
-                            args.maximize_steps if args.maximize else 0, class_names if args.maximize else None)
+        steps, class_names = args.maximize_steps or STEPS, class_names_for(model, args.model)
+    written = inspect_model(model, image, out, title, args.pooling, style, steps, class_names)
     print("\n".join(str(p) for p in written))
 
 
