@@ -284,6 +284,14 @@ def new_commands():
     shown("explain", "models/good.keras", "--dataset", "digits", "--class", "12", note="a class the model lacks")
     shown("inspect", "models/good.keras", "--dataset", "digits", "--maximize", "--maximize-steps", "0",
           note="activation maximisation with no steps")
+    shown("inspect", "models/good.keras", "--dataset", "digits", "--maximize-steps", "8",
+          note="a step count without --maximize")
+    shown("explain", "models/good.keras", "--dataset", "digits", "--method", "occlusion", "--patch", "2", "--stride",
+          "5", note="an occlusion stride longer than its patch")
+    shown("explain", "models/good.keras", "--dataset", "digits", "--method", "integrated_gradients", "--baseline",
+          "white", note="a baseline that is neither black, blur nor a file")
+    shown("explain", "models/one_unit.keras", "--dataset", "digits", note="a binary model with one sigmoid unit")
+    shown("predict", "models/one_unit.keras", "models/image.png", note="the same model, predicting")
     shown("export", "models/good.keras", "--format", "onnx", "--out", "model.txt", "--dataset", "digits",
           note="an export path whose suffix is not the format's")
     shown("export", "models/good.keras", "--format", "pickle", note="a format Keras does not export")

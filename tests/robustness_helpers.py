@@ -153,7 +153,8 @@ def make_model_files(folder):
 
     def model(*layers, shape=(28, 28, 1), classes=10):
         m = keras.Sequential([keras.Input(shape), *layers, keras.layers.Conv2D(4, 3, name="conv"),
-                              keras.layers.Flatten(), keras.layers.Dense(classes, activation="softmax")])
+                              keras.layers.Flatten(),
+                              keras.layers.Dense(classes, activation="softmax" if classes > 1 else "sigmoid")])
         m.compile("adam", "sparse_categorical_crossentropy")
         return m
 
@@ -178,6 +179,7 @@ def make_model_files(folder):
     save("weights_only.weights.h5", good, "save_weights")
     save("rgb_32x32.keras", model(shape=(32, 32, 3)))
     save("five_classes.keras", model(classes=5))
+    save("one_unit.keras", model(classes=1))  # a binary classifier's sigmoid
     keras.saving.get_custom_objects().pop("someones_code>Doubling", None)  # as in a fresh process
 
     def write(name, data):

@@ -194,10 +194,13 @@ def test_bad_calls_say_what_is_wrong(digits_images):
         cnnlab.attributions(model, images, "smoothgrad", samples=0)
     with pytest.raises(cnnlab.CnnlabError, match="steps must be a whole number of at least 1, not 2.5"):
         cnnlab.attributions(model, images, "integrated_gradients", steps=2.5)
-    with pytest.raises(cnnlab.CnnlabError, match="class index must be a whole number .* not 1.7"):
+    with pytest.raises(cnnlab.CnnlabError, match="class index must be an int .* not 1.7"):
         cnnlab.attributions(model, images, "saliency", 1.7)
-    with pytest.raises(cnnlab.CnnlabError, match=r"a batch of images .* not \(0, 28, 28, 1\)"):
+    with pytest.raises(cnnlab.CnnlabError, match=r"no images \(an empty batch\)"):
         cnnlab.attributions(model, images[:0], "saliency")
+    pixels = np.round(images * 255).astype(np.uint8)  # 0..255 pixels are taken as cnnlab reads them
+    np.testing.assert_allclose(cnnlab.attributions(model, pixels, "saliency", 3),
+                               cnnlab.attributions(model, pixels / np.float32(255), "saliency", 3), rtol=1e-5)
     with pytest.raises(cnnlab.CnnlabError, match=r"in \[0, 1\] .* from 0 to \d+; 0..255 pixels are / 255"):
         cnnlab.attributions(model, np.round(images * 255), "saliency")
     with pytest.raises(cnnlab.CnnlabError, match="and NaN or infinity"):
@@ -219,19 +222,25 @@ def test_a_model_with_one_output_unit_is_refused_everywhere_not_read_as_one_clas
                               keras.layers.Flatten(), head])
     with pytest.raises(cnnlab.CnnlabError, match="one output unit .* end the model in Dense\\(2\\)"):
         cnnlab.attributions(model, digits_images[0][:1], "saliency")
-    with pytest.raises(cnnlab.CnnlabError, match="one output unit"):
-        cnnlab.maximize(model, model.layers[-1].name, steps=2)
+    for refused in (lambda: cnnlab.maximize(model, model.layers[-1].name, steps=2),
+                    lambda: cnnlab.predict(model, digits_images[0][:1]),
+                    lambda: cnnlab.explain.grad_cam(model, digits_images[0][0])):
+        with pytest.raises(cnnlab.CnnlabError, match="one output unit"):
+            refused()
     assert cnnlab.maximize(model, model.layers[0].name, steps=2).shape == (4, 28, 28, 1)  # its filters are filters
     model.save(tmp_path / "binary.keras")
     from PIL import Image
 
     Image.fromarray(np.uint8(digits_images[0][0, ..., 0] * 255)).save(tmp_path / "digit.png")
-    for command in (["predict", str(tmp_path / "binary.keras"), str(tmp_path / "digit.png")],
-                    ["explain", str(tmp_path / "binary.keras"), "--image", str(tmp_path / "digit.png"), "--out",
-                     str(tmp_path / "out")]):
+    model_file, image_file = str(tmp_path / "binary.keras"), str(tmp_path / "digit.png")
+    for command in (["predict", model_file, image_file], ["serve", model_file, "--port", "0"],
+                    ["explain", model_file, "--image", image_file, "--out", str(tmp_path / "out")],
+                    ["inspect", model_file, "--image", image_file, "--maximize", "--out", str(tmp_path / "out")]):
         assert main(command) == 2, command
         error = capsys.readouterr().err
         assert "one output unit" in error and error.count("\n") == 1, error
+    # its filters and feature maps need no class scores
+    assert main(["inspect", model_file, "--image", image_file, "--out", str(tmp_path / "maps")]) == 0
 
 
 def test_explain_cli_writes_the_figure_maps_and_scores(digits_run, digits_model, tmp_path, capsys):
@@ -261,7 +270,7 @@ def test_explain_cli_writes_the_figure_maps_and_scores(digits_run, digits_model,
     (["--steps", "0"], "--steps must be at least 1, not 0"),
     (["--class", "12", "--method", "saliency"], "class index must be in 0..9, not 12"),
     (["--method", "integrated_gradients", "--baseline", "white"], "--baseline must be black, blur or an image file, "
-                                                                   "not white (no such file)"),
+                                                                   "not white (not a file)"),
     (["--index", "1", "--image", "x.png"], "not allowed with argument --index"),
 ])
 def test_explain_cli_refuses_bad_flags_in_one_line(digits_run, tmp_path, capsys, flags, message):

@@ -260,6 +260,8 @@ def test_an_npz_as_keras_datasets_gives_it(digits, tmp_path):
     ({"x_train": np.zeros((10, 8, 8), np.float32) + 3, "y_train": np.zeros(10, np.int64)}, "floats in [0, 1]"),
     ({"x_train": np.zeros((10, 3, 8, 8), np.uint8), "y_train": np.zeros(10, np.int64)}, "channels last"),
     ({"x_train": np.zeros((10, 8, 8), np.uint8), "y_train": np.zeros(9, np.int64)}, "10 images but y_train 9 labels"),
+    ({"x_train": np.zeros((10, 8, 8), np.uint8), "y_train": np.zeros(10, np.int64)},
+     "has 1 class (0); a classifier needs at least 2 classes"),
 ])
 def test_bad_npz_files_are_named(tmp_path, capsys, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)

@@ -474,7 +474,7 @@ def command_evaluate(args):
 
 def command_inspect(args):
     from . import files
-    from .inspection import check_image_model, load_model
+    from .inspection import check_class_scores, check_image_model, load_model
     from .pipeline import inspect_model
 
     if args.maximize_steps is not None and not args.maximize:
@@ -482,6 +482,8 @@ def command_inspect(args):
     if args.maximize_steps is not None and not 1 <= args.maximize_steps <= 1000:
         raise CnnlabError(f"--maximize-steps must be in 1..1000, not {args.maximize_steps}")
     model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model)
+    if args.maximize:  # the output layer's patterns are one per class
+        check_class_scores(model, args.model)
     out = files.check_writable(figures_folder(args))
     if args.image:
         from .prediction import style_for
@@ -535,12 +537,15 @@ def command_explain(args):
     from . import files
     from .explain.attributions import usable_methods
     from .explanation import explain_input
-    from .inspection import check_image_model, conv_layers, load_model
+    from .inspection import check_class_scores, check_image_model, conv_layers, load_model
     from .prediction import class_names_for, style_for
 
     methods = explain_methods(args)
+    if args.baseline not in (None, "black", "blur") and not Path(args.baseline).is_file():
+        raise CnnlabError(f"--baseline must be black, blur or an image file, not {args.baseline} (not a file)")
     model = check_image_model(load_model(args.model, safe_mode=not args.unsafe, compile=False), args.model,
                               looked_inside=False)
+    check_class_scores(model, args.model)
     out = files.check_writable(figures_folder(args))
     if not conv_layers(model):
         methods = usable_methods(model, methods)
@@ -559,8 +564,6 @@ def command_explain(args):
         image, names, style = data.x_test[args.index], data.class_names, data.style
         true_class, title, stem = int(data.y_test[args.index]), f"{data.name} test image {args.index}", \
             f"attributions_{args.index}"
-    if args.baseline not in (None, "black", "blur") and not Path(args.baseline).is_file():
-        raise CnnlabError(f"--baseline must be black, blur or an image file, not {args.baseline} (no such file)")
     options = {"integrated_gradients": {key: value for key, value in (
                    ("steps", args.steps),
                    ("baseline", own_image(args, model, args.baseline) if args.baseline not in (None, "black", "blur")

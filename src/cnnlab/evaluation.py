@@ -12,6 +12,7 @@ from . import distribution
 from .data import as_float_images
 from .errors import CnnlabError
 from .feeding import model_input, to_model
+from .inspection import check_class_scores
 
 CHUNK = 4096  # images predicted per call: a streamed test set is read a chunk at a time, never whole
 
@@ -47,6 +48,7 @@ def view_probabilities(model, images, batch_size=256, test_time_augmentation="no
 
     `images` may be an array or a streamed dataset's ScaledImages: they are read CHUNK images at a time, and
     given to the model as it wants them (`feeding`: 0..255 for a model that rescales its own input)."""
+    check_class_scores(model)
     spec = model_input(model)
     if not len(images):
         raise CnnlabError("no images to predict")

@@ -152,11 +152,9 @@ def check_class_scores(model, path=""):
 
 
 def check_image_model(model, path="", looked_inside=True):
-    """A model cnnlab can feed (one grey or colour image of a fixed size, see `feeding`) with one score per class,
-    and, when it is to be `looked_inside`, one with at least one Conv2D (check_classifier checks its outputs against
-    a dataset)."""
+    """A model cnnlab can feed (one grey or colour image of a fixed size, see `feeding`) and, when it is to be
+    `looked_inside`, one with at least one Conv2D (check_classifier and check_class_scores check its outputs)."""
     model_input(model, path)
-    check_class_scores(model, path)
     if looked_inside and not conv_layers(model):
         raise ModelFileError(f"{path or model.name}: model has no conv layer (Conv2D, SeparableConv2D, "
                              f"DepthwiseConv2D), so it has no filters or feature maps to show; cnnlab evaluate and "

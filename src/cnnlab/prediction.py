@@ -27,7 +27,8 @@ from .explain import attributions, pixel_heat
 from .explain.attributions import METHODS, NAMES
 from .explain.scores import normalise
 from .feeding import model_input, to_model
-from .inspection import check_image_model, conv_layers, feature_map_model, load_model, output_list
+from .inspection import (check_class_scores, check_image_model, conv_layers, feature_map_model, load_model,
+                         output_list)
 from .model import layer_rows, summary_text
 from .preprocess import DIGIT_SHAPE, MAX_PIXELS, SUFFIXES, Prepared, is_image_file, prepare, thumbnail
 from .rundir import run_config_of
@@ -75,7 +76,7 @@ class Classifier:
     """
 
     def __init__(self, model, class_names=None, name=None, style=None):
-        self.model = check_image_model(model, looked_inside=False)
+        self.model = check_class_scores(check_image_model(model, looked_inside=False))
         self.input = model_input(model)
         self.class_names = list(class_names) if class_names else class_names_for(model)
         self.name = name or model.name
@@ -93,6 +94,7 @@ class Classifier:
     @classmethod
     def load(cls, path, safe_mode=True):
         model = check_image_model(load_model(path, safe_mode=safe_mode, compile=False), path, looked_inside=False)
+        check_class_scores(model, path)
         return cls(model, class_names_for(model, path), name=Path(path).name, style=style_for(model, path))
 
     @property

@@ -100,6 +100,9 @@ def load_dataset(source="mnist", data_dir=None, validation_split=0.2, seed=42, l
     if kind != "folder":
         splits = {split: (_conformed(x, size, channels), y) for split, (x, y) in splits.items()}
     splits = {split: (x, check_labels(y, names, f"{where} ({split} labels)")) for split, (x, y) in splits.items()}
+    if len(names) < 2:
+        raise DataError(f"{where}: has {len(names)} class ({', '.join(map(str, names))}); a classifier needs at "
+                        f"least 2 classes")
     splits = _three_splits(splits, validation_split, test_split, seed, limit_train, names)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (splits[s] for s in ("train", "val", "test"))
     return Dataset(name=name, class_names=names, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,

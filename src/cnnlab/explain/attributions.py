@@ -16,7 +16,8 @@ import numpy as np
 from ..config import ATTRIBUTION_METHODS
 from ..errors import ConfigError, ImageError
 from ..feeding import model_input
-from ..inspection import check_class_scores, conv_layers
+from ..data.dataset import scale
+from ..inspection import conv_layers
 from .cam import gradcam, gradcam_plus_plus, scorecam
 from .integrated_gradients import integrated_gradients
 from .occlusion import occlusion
@@ -52,16 +53,19 @@ def attributions(model, images, method, class_index=None, **options) -> np.ndarr
     if unknown:
         takes = ", ".join(method_options(method)) or "no options"
         raise ConfigError(f"{method} takes {takes}, not {', '.join(unknown)}")
-    images = np.asarray(images, np.float32)
+    images = np.asarray(images)
+    images = scale(images) if images.dtype == np.uint8 else images.astype(np.float32)  # 0..255 pixels, as cnnlab reads
     shape = model_input(model).shape
-    check_class_scores(model)
-    if images.ndim != 4 or images.shape[1:] != shape or not len(images):
+    if images.ndim != 4 or images.shape[1:] != shape:
         raise ImageError(f"attributions take a batch of images (N, {', '.join(map(str, shape))}) in [0, 1], as the "
                          f"model does, not {images.shape}; one image is image[None]")
+    if not len(images):
+        raise ImageError("attributions were given no images (an empty batch)")
     if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
+        hint = "; 0..255 pixels are / 255" if np.nanmax(images) > 1.5 else ""
         raise ImageError(f"attributions take images in [0, 1] (cnnlab applies the model's own scaling), not values "
                          f"from {np.nanmin(images):g} to {np.nanmax(images):g}"
-                         f"{'' if np.all(np.isfinite(images)) else ' and NaN or infinity'}; 0..255 pixels are / 255")
+                         f"{'' if np.all(np.isfinite(images)) else ' and NaN or infinity'}{hint}")
     if method in NEEDS_CONV and not conv_layers(model):
         raise ConfigError(f"{method} weighs the last conv layer's maps and {model.name} has no conv layer; use "
                           f"saliency, smoothgrad, integrated_gradients or occlusion")

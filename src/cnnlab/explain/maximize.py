@@ -112,10 +112,10 @@ def maximize(model, layer_name, filters=None, steps=STEPS, learning_rate=LEARNIN
         raise ConfigError(f"steps= must be a whole number >= 1, not {steps!r}")
     if not 0 <= polish <= 1:
         raise ConfigError(f"polish= is the share of the steps taken without the regularisers, in 0..1, not {polish}")
-    spec = model_input(model)
-    chosen = chosen_filters(model, layer_name, filters)
     if find_layer(model, layer_name) is output_layer(network(model)):
         check_class_scores(model)  # one output unit's "class" could be either
+    spec = model_input(model)
+    chosen = chosen_filters(model, layer_name, filters)
     ascent = gradient_function(_response_model(model, layer_name), filter_means)
     one_hot = np.eye(_count(model, layer_name), dtype=np.float32)[chosen]
     rng = np.random.default_rng(seed)

@@ -15,7 +15,7 @@ from keras import ops
 from ..errors import ConfigError
 from ..feeding import model_input, to_model
 from ..graph import output_layer, rebuild
-from ..inspection import network
+from ..inspection import check_class_scores, network
 
 BATCH_VALUES = 2 ** 21  # input values per model call: 2,600 MNIST images, 14 of 224x224x3
 MAX_BATCH = 256
@@ -64,7 +64,7 @@ def model_images(model, images):
 
 def explained_classes(model, images, class_index=None) -> np.ndarray:
     """One class per image: the given one(s), else the one the whole model predicts (an ensemble's too)."""
-    count = model.output_shape[-1]
+    count = check_class_scores(model).output_shape[-1]
     if class_index is None:
         predict = model.predict_on_batch
         outputs = in_chunks(lambda x: np.asarray(predict(model_images(model, x))), images,
@@ -74,8 +74,7 @@ def explained_classes(model, images, class_index=None) -> np.ndarray:
         raise ConfigError(f"class_index gives {np.size(class_index)} classes for {len(images)} images; give one "
                           f"class, one per image, or None (each image's predicted class)")
     if np.asarray(class_index).dtype.kind not in "iu":
-        raise ConfigError(f"class index must be a whole number (one for all images, or one per image), not "
-                          f"{class_index!r}")
+        raise ConfigError(f"class index must be an int (one for all images, or one per image), not {class_index!r}")
     classes = np.broadcast_to(np.asarray(class_index), (len(images),)).astype(int)
     if np.any((classes < 0) | (classes >= count)):
         raise ConfigError(f"class index must be in 0..{count - 1}, not {class_index}")
