@@ -14,9 +14,9 @@ import inspect
 import numpy as np
 
 from ..config import ATTRIBUTION_METHODS
+from ..data import as_float_images
 from ..errors import ConfigError, ImageError
 from ..feeding import model_input
-from ..data.dataset import scale
 from ..inspection import conv_layers
 from .cam import gradcam, gradcam_plus_plus, scorecam
 from .integrated_gradients import integrated_gradients
@@ -54,7 +54,7 @@ def attributions(model, images, method, class_index=None, **options) -> np.ndarr
         takes = ", ".join(method_options(method)) or "no options"
         raise ConfigError(f"{method} takes {takes}, not {', '.join(unknown)}")
     images = np.asarray(images)
-    images = scale(images) if images.dtype == np.uint8 else images.astype(np.float32)  # 0..255 pixels, as cnnlab reads
+    images = as_float_images(images) if images.ndim == 4 else images.astype(np.float32)  # uint8 pixels scaled
     shape = model_input(model).shape
     if images.ndim != 4 or images.shape[1:] != shape:
         raise ImageError(f"attributions take a batch of images (N, {', '.join(map(str, shape))}) in [0, 1], as the "

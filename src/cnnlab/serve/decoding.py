@@ -161,7 +161,7 @@ class Decoders:
                 for worker in workers:
                     self._watch(worker)
             except NotImplementedError as e:  # an event loop that cannot watch pipes
-                await anyio.to_thread.run_sync(lambda: [_stop(worker) for worker in workers])
+                await anyio.to_thread.run_sync(_stop_all, workers)
                 self._workers, self._loop = [], None
                 return self._in_threads(e)
 
@@ -170,7 +170,7 @@ class Decoders:
         workers, self._workers = self._workers, []
         for worker in workers:
             self._loop.remove_reader(worker.process.stdout.fileno())
-        await anyio.to_thread.run_sync(lambda: [_stop(worker) for worker in workers])
+        await anyio.to_thread.run_sync(_stop_all, workers)
         while self._waiting:
             _settle(self._waiting.popleft().future, ("fault", "the server is stopping"))
         self._loop = None
@@ -250,8 +250,7 @@ def _started_workers(count):
                for _ in range(count)]
     for worker in workers:
         if _received(worker.process.stdout) != READY:
-            for started in workers:
-                _stop(started)
+            _stop_all(workers)
             raise RuntimeError(f"an image decoder exited with {worker.process.wait()} before it was ready "
                                "(its error is in the log above)")
     return workers
@@ -265,6 +264,11 @@ def _stop(worker):
     except subprocess.TimeoutExpired:
         worker.process.kill()
         worker.process.wait()
+
+
+def _stop_all(workers):
+    for worker in workers:
+        _stop(worker)
 
 
 def _settle(future, answer):
